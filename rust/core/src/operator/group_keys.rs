@@ -1,0 +1,331 @@
+//! Group-key tables: map `(window start, key)` of each row to a dense group id.
+//!
+//! Two layouts, chosen once per query from the key columns:
+//! - [`IntKeys`]: no key, or one integer key column. Keys are folded to `i64` (plus a null
+//!   flag) and hashed with the window start; one probe per row, no allocation per row.
+//! - [`RowKeys`]: anything else (strings, several columns). The key columns of a batch are
+//!   encoded once with Arrow's row format (one allocation per batch) and each row's bytes are
+//!   hashed with the window start. A group keeps its key bytes in a buffer that is reused when
+//!   its id is recycled, so steady state allocates nothing per row.
+//!
+//! Group ids are owned by the caller (the window operator): it hands out ids through
+//! [`GroupIds`], and removes a group from the table when its window closes. The table never
+//! holds an id the caller has freed.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow_cast::cast;
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema};
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::error::{Error, Result};
+
+/// Dense group ids with recycling. Ids are `u32`; the window of each live group is kept here.
+#[derive(Debug, Default)]
+pub struct GroupIds {
+    window: Vec<i64>,
+    free: Vec<u32>,
+    live: usize,
+    peak: usize,
+}
+
+impl GroupIds {
+    /// A fresh id for a group of window `window` (a recycled one if any).
+    #[inline]
+    pub fn allocate(&mut self, window: i64) -> Result<u32> {
+        self.live += 1;
+        self.peak = self.peak.max(self.live);
+        if let Some(g) = self.free.pop() {
+            self.window[g as usize] = window;
+            return Ok(g);
+        }
+        let g = u32::try_from(self.window.len()).map_err(|_| {
+            Error::Overflow("more than 4 billion groups held open at once".into())
+        })?;
+        self.window.push(window);
+        Ok(g)
+    }
+
+    /// Returns `g` to the pool.
+    pub fn release(&mut self, g: u32) {
+        self.live -= 1;
+        self.free.push(g);
+    }
+
+    /// Window start of live group `g`.
+    #[inline]
+    pub fn window(&self, g: u32) -> i64 {
+        self.window[g as usize]
+    }
+
+    /// Groups alive now.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Most groups alive at once.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+}
+
+/// The key layout of one query.
+pub enum GroupKeys {
+    /// No key or one integer key.
+    Int(IntKeys),
+    /// Strings and compound keys.
+    Rows(RowKeys),
+}
+
+impl GroupKeys {
+    /// Chooses a layout for `keys` (column names) of `schema`.
+    pub fn new(keys: &[String], schema: &Schema) -> Result<Self> {
+        let mut indices = Vec::with_capacity(keys.len());
+        for k in keys {
+            let i = schema
+                .index_of(k)
+                .map_err(|_| Error::column_not_found(k, " in group_by", schema))?;
+            let dt = schema.field(i).data_type();
+            if !RowConverter::supports_fields(&[SortField::new(dt.clone())]) || dt.is_floating() {
+                return Err(Error::ColumnType {
+                    column: k.clone(),
+                    expected: "group_by keys must be integers, strings, booleans, dates or timestamps".into(),
+                    found: dt.to_string(),
+                });
+            }
+            indices.push(i);
+        }
+        let fields: Vec<Field> = indices.iter().map(|&i| schema.field(i).clone()).collect();
+        match indices.as_slice() {
+            [] => Ok(GroupKeys::Int(IntKeys::new(None, fields))),
+            [i] if is_int_key(schema.field(*i).data_type()) => {
+                Ok(GroupKeys::Int(IntKeys::new(Some(*i), fields)))
+            }
+            _ => Ok(GroupKeys::Rows(RowKeys::new(indices, fields)?)),
+        }
+    }
+
+    /// Output fields of the key columns.
+    pub fn fields(&self) -> &[Field] {
+        match self {
+            GroupKeys::Int(k) => &k.fields,
+            GroupKeys::Rows(k) => &k.fields,
+        }
+    }
+
+    /// For each row `i` finds or creates the group of `(starts[i], key of row i)` and writes its
+    /// id to `out[i]`; ids created by this call are appended to `created`.
+    pub fn assign(
+        &mut self,
+        batch: &RecordBatch,
+        starts: &[i64],
+        ids: &mut GroupIds,
+        out: &mut Vec<u32>,
+        created: &mut Vec<u32>,
+    ) -> Result<()> {
+        out.clear();
+        match self {
+            GroupKeys::Int(k) => k.assign(batch, starts, ids, out, created),
+            GroupKeys::Rows(k) => k.assign(batch, starts, ids, out, created),
+        }
+    }
+
+    /// Removes group `g` (of window `ids.window(g)`) from the table.
+    pub fn remove(&mut self, g: u32, ids: &GroupIds) {
+        match self {
+            GroupKeys::Int(k) => k.remove(g, ids),
+            GroupKeys::Rows(k) => k.remove(g, ids),
+        }
+    }
+
+    /// The key columns for `groups`, in that order.
+    pub fn finish(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
+        match self {
+            GroupKeys::Int(k) => k.finish(groups),
+            GroupKeys::Rows(k) => k.finish(groups),
+        }
+    }
+}
+
+fn is_int_key(dt: &DataType) -> bool {
+    use DataType::*;
+    matches!(dt, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Timestamp(_, _))
+}
+
+/// Table for no key or a single integer key.
+pub struct IntKeys {
+    column: Option<usize>,
+    fields: Vec<Field>,
+    hasher: DefaultHashBuilder,
+    table: HashTable<u32>,
+    key: Vec<i64>,
+    null: Vec<bool>,
+}
+
+impl IntKeys {
+    fn new(column: Option<usize>, fields: Vec<Field>) -> Self {
+        IntKeys {
+            column,
+            fields,
+            hasher: DefaultHashBuilder::default(),
+            table: HashTable::new(),
+            key: Vec::new(),
+            null: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn hash(hasher: &DefaultHashBuilder, window: i64, key: i64, null: bool) -> u64 {
+        hasher.hash_one((window, key, null))
+    }
+
+    fn assign(
+        &mut self,
+        batch: &RecordBatch,
+        starts: &[i64],
+        ids: &mut GroupIds,
+        out: &mut Vec<u32>,
+        created: &mut Vec<u32>,
+    ) -> Result<()> {
+        let column: Option<ArrayRef> = match self.column {
+            Some(c) => Some(cast(batch.column(c), &DataType::Int64)?),
+            None => None,
+        };
+        let values: &[i64] = match &column {
+            Some(c) => c.as_primitive::<Int64Type>().values(),
+            None => &[],
+        };
+        let nulls = column.as_ref().and_then(|c| c.logical_nulls());
+        let IntKeys { hasher, table, key, null, .. } = self;
+        for (i, &w) in starts.iter().enumerate() {
+            let (k, n) = match (values.get(i), &nulls) {
+                (Some(_), Some(ns)) if ns.is_null(i) => (0, true),
+                (Some(&v), _) => (v, false),
+                (None, _) => (0, false),
+            };
+            let h = Self::hash(hasher, w, k, n);
+            let found = table.find(h, |&g| {
+                let gi = g as usize;
+                key[gi] == k && null[gi] == n && ids.window(g) == w
+            });
+            let g = match found {
+                Some(&g) => g,
+                None => {
+                    let g = ids.allocate(w)?;
+                    let gi = g as usize;
+                    if gi >= key.len() {
+                        key.resize(gi + 1, 0);
+                        null.resize(gi + 1, false);
+                    }
+                    key[gi] = k;
+                    null[gi] = n;
+                    table.insert_unique(h, g, |&g| {
+                        Self::hash(hasher, ids.window(g), key[g as usize], null[g as usize])
+                    });
+                    created.push(g);
+                    g
+                }
+            };
+            out.push(g);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, g: u32, ids: &GroupIds) {
+        let gi = g as usize;
+        let h = Self::hash(&self.hasher, ids.window(g), self.key[gi], self.null[gi]);
+        if let Ok(entry) = self.table.find_entry(h, |&x| x == g) {
+            entry.remove();
+        }
+    }
+
+    fn finish(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
+        let Some(field) = self.fields.first() else { return Ok(Vec::new()) };
+        let keys: Int64Array = groups
+            .iter()
+            .map(|&g| (!self.null[g as usize]).then(|| self.key[g as usize]))
+            .collect();
+        let keys: ArrayRef = Arc::new(keys);
+        Ok(vec![cast(&keys, field.data_type())?])
+    }
+}
+
+/// Table for string and compound keys, using Arrow's row format.
+pub struct RowKeys {
+    columns: Vec<usize>,
+    fields: Vec<Field>,
+    converter: RowConverter,
+    hasher: DefaultHashBuilder,
+    table: HashTable<u32>,
+    bytes: Vec<Vec<u8>>,
+}
+
+impl RowKeys {
+    fn new(columns: Vec<usize>, fields: Vec<Field>) -> Result<Self> {
+        let sort_fields = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        Ok(RowKeys {
+            columns,
+            fields,
+            converter: RowConverter::new(sort_fields)?,
+            hasher: DefaultHashBuilder::default(),
+            table: HashTable::new(),
+            bytes: Vec::new(),
+        })
+    }
+
+    fn assign(
+        &mut self,
+        batch: &RecordBatch,
+        starts: &[i64],
+        ids: &mut GroupIds,
+        out: &mut Vec<u32>,
+        created: &mut Vec<u32>,
+    ) -> Result<()> {
+        let cols: Vec<ArrayRef> = self.columns.iter().map(|&c| batch.column(c).clone()).collect();
+        let rows = self.converter.convert_columns(&cols)?;
+        let RowKeys { hasher, table, bytes, .. } = self;
+        for (i, &w) in starts.iter().enumerate() {
+            let row = rows.row(i);
+            let k = row.as_ref();
+            let h = hasher.hash_one((w, k));
+            let found = table.find(h, |&g| ids.window(g) == w && bytes[g as usize] == k);
+            let g = match found {
+                Some(&g) => g,
+                None => {
+                    let g = ids.allocate(w)?;
+                    let gi = g as usize;
+                    if gi >= bytes.len() {
+                        bytes.resize_with(gi + 1, Vec::new);
+                    }
+                    bytes[gi].clear();
+                    bytes[gi].extend_from_slice(k);
+                    table.insert_unique(h, g, |&g| {
+                        hasher.hash_one((ids.window(g), bytes[g as usize].as_slice()))
+                    });
+                    created.push(g);
+                    g
+                }
+            };
+            out.push(g);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, g: u32, ids: &GroupIds) {
+        let h = self.hasher.hash_one((ids.window(g), self.bytes[g as usize].as_slice()));
+        if let Ok(entry) = self.table.find_entry(h, |&x| x == g) {
+            entry.remove();
+        }
+    }
+
+    fn finish(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows = groups.iter().map(|&g| parser.parse(&self.bytes[g as usize]));
+        Ok(self.converter.convert_rows(rows)?)
+    }
+}
