@@ -1,1 +1,285 @@
+//! `laminar._laminar`: the Python bindings of the engine. Thin by design: convert Arrow data
+//! through the C data interface (zero-copy), release the GIL while the engine works, and map
+//! engine errors onto the exception classes of `laminar.errors`. No engine logic lives here.
+//!
+//! The engine sits behind a mutex so that several Python threads may call it; the lock is
+//! only ever taken with the GIL released, so a thread waiting for the engine never blocks
+//! other Python threads. A Rust panic inside the engine is caught and raised as
+//! `laminar.errors.LaminarError`; the engine is then unusable (its mutex is poisoned) and says so.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use laminar_core::engine::{Engine, EngineConfig, QueryPlan, SourceConfig};
+use laminar_core::reactor::Budget;
+use laminar_core::time::clock::SystemClock;
+use laminar_core::time::watermark::WatermarkStrategy;
+use laminar_core::{Error, ErrorKind};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyType};
+use pyo3_arrow::input::AnyRecordBatch;
+use pyo3_arrow::{PySchema, PyTable};
+
+/// Name of the `laminar.errors` class for an engine error.
+fn exception_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ColumnNotFound => "ColumnNotFoundError",
+        ErrorKind::ColumnType => "ColumnTypeError",
+        ErrorKind::TimeColumn => "TimeColumnError",
+        ErrorKind::SchemaMismatch => "SchemaMismatchError",
+        ErrorKind::Name => "NameConflictError",
+        ErrorKind::InvalidPlan => "QueryError",
+        ErrorKind::Closed => "EngineClosedError",
+        ErrorKind::Backpressure => "BackpressureError",
+        ErrorKind::Overflow => "AggregateOverflowError",
+        ErrorKind::Arrow => "LaminarError",
+    }
+}
+
+fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
+    let cls = py
+        .import("laminar.errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from));
+    match cls {
+        Ok(cls) => PyErr::from_type(cls, message),
+        Err(_) => PyRuntimeError::new_err(message),
+    }
+}
+
+fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
+    raise(py, exception_name(e.kind()), e.to_string())
+}
+
+/// Why an engine call could not run at all.
+enum CallError {
+    Engine(Error),
+    Panicked(String),
+    Poisoned,
+}
+
+/// The engine, shared between Python threads.
+#[pyclass(name = "Engine", module = "laminar._laminar")]
+struct PyEngine {
+    inner: Mutex<Engine>,
+    /// Set when a call panicked: every later call fails.
+    broken: AtomicBool,
+}
+
+impl PyEngine {
+    /// Runs `f` on the engine with the GIL released, catching panics.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Engine) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
+        let (inner, broken) = (&self.inner, &self.broken);
+        let result = py.detach(move || {
+            if broken.load(Ordering::Acquire) {
+                return Err(CallError::Poisoned);
+            }
+            let mut guard = match inner.lock() {
+                Ok(g) => g,
+                Err(_) => return Err(CallError::Poisoned),
+            };
+            match catch_unwind(AssertUnwindSafe(|| f(&mut guard))) {
+                Ok(r) => r.map_err(CallError::Engine),
+                Err(payload) => {
+                    let msg = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    // The engine's state is not trustworthy any more.
+                    broken.store(true, Ordering::Release);
+                    Err(CallError::Panicked(msg))
+                }
+            }
+        });
+        result.map_err(|e| match e {
+            CallError::Engine(e) => to_pyerr(py, e),
+            CallError::Panicked(m) => raise(
+                py,
+                "LaminarError",
+                format!("internal error in the engine (please report it): {m}; this engine can no longer be used"),
+            ),
+            CallError::Poisoned => raise(
+                py,
+                "EngineClosedError",
+                "this engine hit an internal error earlier and can no longer be used; create a new Engine".into(),
+            ),
+        })
+    }
+}
+
+fn table<'py>(py: Python<'py>, batches: Vec<RecordBatch>, schema: SchemaRef) -> PyResult<Bound<'py, PyAny>> {
+    PyTable::try_new(batches, schema)?.into_pyarrow(py)
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64))]
+    fn new(inbox_capacity: usize, poll_budget: usize) -> Self {
+        let config = EngineConfig {
+            inbox_capacity: inbox_capacity.max(1),
+            budget: Budget { messages: poll_budget.max(1) },
+        };
+        PyEngine {
+            inner: Mutex::new(Engine::new(config, Arc::new(SystemClock))),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Declares a source. `watermark` is "bounded_delay", "ascending" or "punctuated".
+    #[pyo3(signature = (name, time, watermark, delay_ms = 0, punctuation_column = None, max_future_ms = None, idle_timeout_ms = None, schema = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_source(
+        &self,
+        py: Python<'_>,
+        name: String,
+        time: String,
+        watermark: &str,
+        delay_ms: i64,
+        punctuation_column: Option<String>,
+        max_future_ms: Option<i64>,
+        idle_timeout_ms: Option<i64>,
+        schema: Option<PySchema>,
+    ) -> PyResult<()> {
+        let strategy = match watermark {
+            "bounded_delay" => WatermarkStrategy::BoundedDelay { delay_ms },
+            "ascending" => WatermarkStrategy::Ascending,
+            "punctuated" => WatermarkStrategy::Punctuated,
+            other => {
+                return Err(raise(py, "QueryError", format!("unknown watermark strategy '{other}'")))
+            }
+        };
+        let config = SourceConfig {
+            name,
+            time_column: time,
+            watermark: strategy,
+            punctuation_column,
+            max_future_ms,
+            idle_timeout_ms,
+            schema: schema.map(PySchema::into_inner),
+        };
+        self.call(py, move |e| e.add_source(config).map(|_| ()))
+    }
+
+    /// Registers a query from its JSON plan.
+    fn add_query(&self, py: Python<'_>, name: String, plan: String) -> PyResult<()> {
+        self.call(py, move |e| {
+            let plan = QueryPlan::from_json(&plan)?;
+            e.add_query(&name, plan)
+        })
+    }
+
+    /// Pushes Arrow data (anything with `__arrow_c_array__` or `__arrow_c_stream__`).
+    fn push(&self, py: Python<'_>, source: String, data: AnyRecordBatch) -> PyResult<()> {
+        let batches: Vec<RecordBatch> = data
+            .into_reader()?
+            .collect::<Result<_, _>>()
+            .map_err(|e| raise(py, "LaminarError", format!("could not read the pushed data: {e}")))?;
+        self.call(py, move |e| e.push(&source, &batches))
+    }
+
+    /// End of input: closes every window.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, |e| e.flush())
+    }
+
+    /// Closes the engine.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, |e| {
+            e.close();
+            Ok(())
+        })
+    }
+
+    /// Checks processing-time idleness of sources.
+    fn check_idle(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, |e| e.check_idle())
+    }
+
+    /// New results of a query as a pyarrow Table, or None while the query waits for a schema.
+    fn take_output<'py>(&self, py: Python<'py>, query: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (batches, schema) = self.call(py, move |e| {
+            let batches = e.take_output(&query)?;
+            Ok((batches, e.output_schema(&query)?))
+        })?;
+        schema.map(|s| table(py, batches, s)).transpose()
+    }
+
+    /// New late rows of a query as a pyarrow Table, or None while the query waits for a schema.
+    fn take_late<'py>(&self, py: Python<'py>, query: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (batches, schema) = self.call(py, move |e| {
+            let batches = e.take_late(&query)?;
+            Ok((batches, e.late_schema(&query)?))
+        })?;
+        schema.map(|s| table(py, batches, s)).transpose()
+    }
+
+    /// The schema of a source once known, as a pyarrow Schema.
+    fn source_schema<'py>(&self, py: Python<'py>, name: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let schema = self.call(py, move |e| e.source_schema(&name))?;
+        schema.map(|s| PySchema::new(s).into_pyarrow(py)).transpose()
+    }
+
+    /// Counters of sources and queries.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (sources, queries) = self.call(py, |e| Ok((e.source_metrics(), e.query_reports())))?;
+        let out = PyDict::new(py);
+        let src = PyDict::new(py);
+        for s in sources {
+            let d = PyDict::new(py);
+            d.set_item("rows", s.rows)?;
+            d.set_item("batches", s.batches)?;
+            d.set_item("watermark", s.watermark)?;
+            d.set_item("max_event_time", s.max_event_time)?;
+            d.set_item("idle", s.idle)?;
+            d.set_item("future_capped", s.future_capped)?;
+            d.set_item("ended", s.ended)?;
+            src.set_item(s.name, d)?;
+        }
+        let qs = PyDict::new(py);
+        for q in queries {
+            let d = PyDict::new(py);
+            let m = q.metrics;
+            d.set_item("state", q.state)?;
+            d.set_item("rows_in", m.rows_in)?;
+            d.set_item("rows_out", m.rows_out)?;
+            d.set_item("watermark", m.watermark)?;
+            d.set_item("pending_timers", m.timers)?;
+            d.set_item("late_dropped", m.operators.late_dropped)?;
+            d.set_item("late_side_output", m.operators.late_side_output)?;
+            d.set_item("open_windows", m.operators.open_windows)?;
+            d.set_item("live_groups", m.operators.live_groups)?;
+            d.set_item("peak_groups", m.operators.peak_groups)?;
+            qs.set_item(q.name, d)?;
+        }
+        out.set_item("sources", src)?;
+        out.set_item("queries", qs)?;
+        Ok(out)
+    }
+}
+
+/// Raises a Rust panic inside the engine call path; used by the tests to prove a panic
+/// becomes a Python exception instead of aborting the interpreter.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
+    let engine = PyEngine::new(1, 1);
+    engine.call(py, |_| -> Result<(), Error> { panic!("deliberate test panic") })
+}
+
+/// Native part of laminar.
+#[pymodule]
+fn _laminar(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+"""The :class:`Engine` and its :class:`Source` objects."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from . import _laminar
+from ._durations import Duration, to_millis
+from ._input import to_arrow
+from .errors import EngineClosedError, NameConflictError, QueryError
+from .query import QueryResult, Stream
+from .specs import Watermark, bounded_delay
+
+__all__ = ["Engine", "Source"]
+
+
+class Engine:
+    """An embedded streaming engine.
+
+    >>> eng = Engine()
+    >>> trades = eng.source("trades", time="ts", watermark=bounded_delay("200ms"))
+
+    Define queries on its sources, ``collect()`` them, ``push`` data, and ``flush()`` at the end
+    of input. Pushing runs the engine with the GIL released; results completed by a push are
+    available to ``poll()`` as soon as ``push`` returns.
+
+    ``cores``: only 1 is available in this version. ``state_dir``: durability is not available
+    in this version; pass None.
+    """
+
+    def __init__(self, cores: int = 1, state_dir: Optional[str] = None, *, inbox_capacity: int = 1024) -> None:
+        if cores != 1:
+            raise QueryError(f"cores={cores}: this version runs one core per engine; use cores=1")
+        if state_dir is not None:
+            raise QueryError("state_dir: durable state is not available in this version; pass state_dir=None")
+        if not isinstance(inbox_capacity, int) or inbox_capacity < 1:
+            raise QueryError(f"inbox_capacity must be a positive int, got {inbox_capacity!r}")
+        self._native = _laminar.Engine(inbox_capacity=inbox_capacity)
+        self._sources: dict[str, Source] = {}
+        self._results: dict[str, QueryResult] = {}
+        self._names = itertools.count(1)
+        self._closed = False
+
+    # --- sources ---------------------------------------------------------------------------
+    def source(
+        self,
+        name: str,
+        *,
+        time: str,
+        watermark: Optional[Watermark] = None,
+        schema: Optional[pa.Schema] = None,
+        idle_timeout: Optional[Duration] = None,
+        max_future: Optional[Duration] = "1d",
+    ) -> "Source":
+        """Declares an input stream.
+
+        ``time``: the event-time column, int64 epoch milliseconds or a timestamp (any unit,
+        with or without a time zone). ``watermark``: how far out of order data may arrive
+        (default: in order, ``bounded_delay("0ms")``). ``schema``: fixes the schema up front
+        (otherwise the first push does). ``idle_timeout``: after this long without data
+        (processing time) the source stops holding back the watermark of queries that read it
+        together with other sources. ``max_future``: one batch may not move the watermark past
+        the wall clock plus this (None disables the cap); rows are still processed.
+        """
+        if not isinstance(name, str) or not name:
+            raise QueryError(f"a source needs a non-empty name, got {name!r}")
+        if name in self._sources:
+            raise NameConflictError(f"source '{name}' already exists")
+        if not isinstance(time, str) or not time:
+            raise QueryError(f"time= names the event-time column, got {time!r}")
+        watermark = watermark if watermark is not None else bounded_delay(0)
+        if not isinstance(watermark, Watermark):
+            raise QueryError(f"watermark= takes lm.bounded_delay(...), lm.ascending() or lm.punctuated(...), got {watermark!r}")
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise QueryError(f"schema= takes a pyarrow.Schema, got {type(schema).__name__}")
+        spec = dict(
+            time=time,
+            watermark=watermark.kind,
+            delay_ms=watermark.delay_ms,
+            punctuation_column=watermark.column,
+            max_future_ms=None if max_future is None else to_millis(max_future, "max_future"),
+            idle_timeout_ms=None if idle_timeout is None else to_millis(idle_timeout, "idle_timeout", allow_zero=False),
+            schema=schema,
+        )
+        self._check_open()
+        self._native.add_source(name, **spec)
+        src = Source(self, name, spec)
+        self._sources[name] = src
+        return src
+
+    def _declare(self, name: str, spec: dict) -> "Source":
+        """Re-declares a source from another engine's spec (used by :func:`laminar.run`)."""
+        self._native.add_source(name, **spec)
+        src = Source(self, name, spec)
+        self._sources[name] = src
+        return src
+
+    # --- queries ---------------------------------------------------------------------------
+    def _add_query(self, name: Optional[str], plan: dict, *, late: bool) -> QueryResult:
+        self._check_open()
+        if name is None:
+            name = f"q{next(self._names)}"
+            while name in self._results:
+                name = f"q{next(self._names)}"
+        elif not isinstance(name, str) or not name:
+            raise QueryError(f"a query name must be a non-empty string, got {name!r}")
+        self._native.add_query(name, json.dumps(plan))
+        result = QueryResult(self, name, has_late_output=late)
+        self._results[name] = result
+        return result
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def flush(self) -> None:
+        """End of input: every source ends, every open window closes and emits. Pushing
+        afterwards raises :class:`~laminar.errors.EngineClosedError`."""
+        self._native.flush()
+
+    def close(self) -> None:
+        """Releases the engine. Results already collected stay readable."""
+        if not self._closed:
+            self._closed = True
+            self._native.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("the engine is closed; create a new Engine")
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def metrics(self) -> dict:
+        """Counters: per source (rows, watermark, idle, ...) and per query (rows in/out, late
+        rows dropped or side-output, open windows, live and peak groups, ...)."""
+        self._native.check_idle()
+        return self._native.metrics()
+
+    @property
+    def sources(self) -> dict[str, "Source"]:
+        """The declared sources by name."""
+        return dict(self._sources)
+
+    def __repr__(self) -> str:
+        return f"<laminar.Engine sources={list(self._sources)} queries={list(self._results)}>"
+
+
+class Source(Stream):
+    """An input stream of an :class:`Engine`. Push data with :meth:`push`; build queries on it
+    like on any :class:`~laminar.query.Stream`."""
+
+    def __init__(self, engine: Engine, name: str, spec: dict) -> None:
+        super().__init__(engine, (self,), ())
+        self.name = name
+        self._spec = spec
+
+    def push(self, data: Any) -> None:
+        """Pushes rows: a pandas or polars DataFrame, a pyarrow Table or RecordBatch, anything
+        with the Arrow PyCapsule interface, or a dict of columns.
+
+        The data is validated whole (schema, time column) before any row is applied, then
+        processed with the GIL released. Results it completes are ready when this returns.
+        """
+        self._engine._check_open()
+        self._engine._native.push(self.name, to_arrow(data))
+
+    @property
+    def schema(self) -> Optional[pa.Schema]:
+        """The source's schema (None until declared or first pushed)."""
+        return self._engine._native.source_schema(self.name)
+
+    def __repr__(self) -> str:
+        return f"<laminar.Source {self.name!r} time={self._spec['time']!r}>"

@@ -1,0 +1,81 @@
+"""Exceptions raised by laminar.
+
+Every error the engine reports is a :class:`LaminarError`. The subclasses say what kind of
+problem it is, and also derive from the closest built-in exception (``KeyError`` for a missing
+column, ``TypeError`` for a wrong type, ``ValueError`` for a bad value), so ``except ValueError``
+style code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LaminarError",
+    "SchemaError",
+    "ColumnNotFoundError",
+    "ColumnTypeError",
+    "TimeColumnError",
+    "SchemaMismatchError",
+    "QueryError",
+    "NameConflictError",
+    "DurationError",
+    "InputTypeError",
+    "EngineClosedError",
+    "BackpressureError",
+    "AggregateOverflowError",
+]
+
+
+class LaminarError(Exception):
+    """Base class of every laminar error."""
+
+
+class SchemaError(LaminarError):
+    """The data or a query does not fit a schema."""
+
+
+class ColumnNotFoundError(SchemaError, KeyError):
+    """A column named in a query, a key or the time column does not exist."""
+
+    __str__ = Exception.__str__  # KeyError would print the message in quotes
+
+
+class ColumnTypeError(SchemaError, TypeError):
+    """A column exists but has a type the operation cannot use."""
+
+
+class TimeColumnError(SchemaError, ValueError):
+    """The event-time column has nulls or values out of range."""
+
+
+class SchemaMismatchError(SchemaError):
+    """Data pushed to a source does not have the source's schema."""
+
+
+class QueryError(LaminarError, ValueError):
+    """A query is not valid (unknown step, missing window, bad option, ...)."""
+
+
+class NameConflictError(LaminarError, KeyError):
+    """A source or query name is unknown or already taken."""
+
+    __str__ = Exception.__str__
+
+
+class DurationError(LaminarError, ValueError):
+    """A duration such as ``"200ms"`` could not be understood."""
+
+
+class InputTypeError(LaminarError, TypeError):
+    """``push`` was given an object that is not tabular data laminar can read."""
+
+
+class EngineClosedError(LaminarError, RuntimeError):
+    """The engine (or the source) no longer accepts input."""
+
+
+class BackpressureError(LaminarError):
+    """An input queue is full and the overflow policy is to refuse."""
+
+
+class AggregateOverflowError(LaminarError, ArithmeticError):
+    """An aggregate overflowed its result type (e.g. an int64 sum)."""
