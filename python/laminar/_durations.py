@@ -13,9 +13,9 @@ Duration = Union[str, timedelta, int]
 """A duration: a string like ``"250ms"``, ``"1.5s"``, ``"5m"``, ``"1h30m"``, a
 :class:`datetime.timedelta`, or an int number of milliseconds."""
 
-_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
-             "d": 86_400_000_000, "w": 604_800_000_000}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)")
+_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "min": 60_000_000,
+             "h": 3_600_000_000, "d": 86_400_000_000, "w": 604_800_000_000}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|min|s|m|h|d|w)")
 
 
 def to_millis(value: Duration, what: str = "duration", *, allow_zero: bool = True) -> int:
@@ -37,7 +37,7 @@ def to_millis(value: Duration, what: str = "duration", *, allow_zero: bool = Tru
         if not seen or text[pos:].strip():
             raise DurationError(
                 f"{what}: cannot read {value!r}; write a number and a unit, e.g. '200ms', '1s', "
-                "'5m', '1h30m' (units: us, ms, s, m, h, d, w)"
+                "'5m', '1h30m' (units: us, ms, s, m or min, h, d, w)"
             )
         if total.denominator != 1:
             raise DurationError(f"{what}: {value!r} is finer than a microsecond")

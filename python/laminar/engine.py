@@ -63,8 +63,10 @@ class Engine:
         (default: in order, ``bounded_delay("0ms")``). ``schema``: fixes the schema up front
         (otherwise the first push does). ``idle_timeout``: after this long without data
         (processing time) the source stops holding back the watermark of queries that read it
-        together with other sources. ``max_future``: one batch may not move the watermark past
-        the wall clock plus this (None disables the cap); rows are still processed.
+        together with other sources. ``max_future``: rows more than this ahead of the wall clock
+        do not move the watermark (they are still processed, and counted as ``future_rows`` in
+        ``metrics()``), so one bogus far-future timestamp cannot make all later data late.
+        None disables the rule.
         """
         if not isinstance(name, str) or not name:
             raise QueryError(f"a source needs a non-empty name, got {name!r}")

@@ -180,10 +180,15 @@ impl PyEngine {
 
     /// Pushes Arrow data (anything with `__arrow_c_array__` or `__arrow_c_stream__`).
     fn push(&self, py: Python<'_>, source: String, data: AnyRecordBatch) -> PyResult<()> {
-        let batches: Vec<RecordBatch> = data
-            .into_reader()?
+        let reader = data.into_reader()?;
+        let schema = reader.schema();
+        let mut batches: Vec<RecordBatch> = reader
             .collect::<Result<_, _>>()
             .map_err(|e| raise(py, "LaminarError", format!("could not read the pushed data: {e}")))?;
+        if batches.is_empty() {
+            // An empty table still tells the source its schema.
+            batches.push(RecordBatch::new_empty(schema));
+        }
         self.call(py, move |e| e.push(&source, &batches))
     }
 
@@ -241,7 +246,7 @@ impl PyEngine {
             d.set_item("watermark", s.watermark)?;
             d.set_item("max_event_time", s.max_event_time)?;
             d.set_item("idle", s.idle)?;
-            d.set_item("future_capped", s.future_capped)?;
+            d.set_item("future_rows", s.future_rows)?;
             d.set_item("ended", s.ended)?;
             src.set_item(s.name, d)?;
         }

@@ -81,8 +81,8 @@ pub struct SourceMetrics {
     pub max_event_time: Option<Timestamp>,
     /// Whether the source is idle.
     pub idle: bool,
-    /// Batches whose watermark advance was capped by the future-timestamp rule.
-    pub future_capped: u64,
+    /// Rows too far ahead of processing time to move the watermark (still processed).
+    pub future_rows: u64,
     /// Whether the source has ended (flush).
     pub ended: bool,
 }
@@ -92,7 +92,8 @@ pub struct SourceMetrics {
 pub struct QueryReport {
     /// Name.
     pub name: String,
-    /// "running", "pending" (waiting for a schema) or "failed: ...".
+    /// "running", "finished" (all inputs ended), "pending" (waiting for a schema) or
+    /// "failed: ...".
     pub state: String,
     /// Counters (zero unless running).
     pub metrics: QueryMetrics,
@@ -294,10 +295,17 @@ impl Engine {
             let src = &mut self.sources[sid as usize];
             src.rows += p.batch.num_rows() as u64;
             src.batches += 1;
-            let rows = p.batch;
-            self.reactor.run(CoreMessage::Data { source: sid, batch: rows }, budget)?;
+            self.reactor.run(CoreMessage::Data { source: sid, batch: p.batch }, budget)?;
             let src = &mut self.sources[sid as usize];
-            if let Some(wm) = src.generator.on_batch(p.max_time, p.punctuation, now) {
+            // Rows beyond the future horizon are processed but do not move the watermark.
+            let mut max_time = p.max_time;
+            if let Some(horizon) = src.generator.horizon(now).filter(|&h| p.max_time > h) {
+                let times = p.times.values();
+                let beyond = times.iter().filter(|&&t| t > horizon).count();
+                max_time = times.iter().copied().filter(|&t| t <= horizon).max().unwrap_or(i64::MIN);
+                src.generator.record_future_rows(beyond as u64);
+            }
+            if let Some(wm) = src.generator.on_batch(max_time, p.punctuation, now) {
                 self.reactor.run(CoreMessage::Watermark { source: sid, ts: wm }, budget)?;
             }
         }
@@ -386,7 +394,7 @@ impl Engine {
                 watermark: s.generator.current(),
                 max_event_time: s.generator.max_event_ts(),
                 idle: s.generator.is_idle(),
-                future_capped: s.generator.future_capped(),
+                future_rows: s.generator.future_rows(),
                 ended: s.ended,
             })
             .collect()
@@ -399,7 +407,10 @@ impl Engine {
             .map(|q| {
                 let (state, metrics) = match &q.state {
                     QueryState::Running { id, .. } => {
-                        ("running".to_string(), self.reactor.query_metrics(*id).unwrap_or_default())
+                        let m = self.reactor.query_metrics(*id).unwrap_or_default();
+                        // Every input ended: the watermark is +infinity and nothing is open.
+                        let state = if m.watermark == Some(Timestamp::MAX) { "finished" } else { "running" };
+                        (state.to_string(), m)
                     }
                     QueryState::Pending => ("pending".to_string(), QueryMetrics::default()),
                     QueryState::Failed(m) => (format!("failed: {m}"), QueryMetrics::default()),

@@ -24,7 +24,7 @@ pub struct SourceConfig {
     pub watermark: WatermarkStrategy,
     /// Column carrying watermarks, for [`WatermarkStrategy::Punctuated`].
     pub punctuation_column: Option<String>,
-    /// Cap on how far past processing time one batch may move the watermark (`None`: no cap).
+    /// Rows more than this ahead of processing time do not move the watermark (`None`: off).
     pub max_future_ms: Option<i64>,
     /// Processing time without data after which the source stops holding watermarks back.
     pub idle_timeout_ms: Option<i64>,
@@ -35,6 +35,7 @@ pub struct SourceConfig {
 /// A validated batch ready for the reactor.
 pub(crate) struct Prepared {
     pub batch: RecordBatch,
+    pub times: arrow_array::Int64Array,
     pub max_time: Timestamp,
     pub punctuation: Option<Timestamp>,
 }
@@ -151,9 +152,9 @@ impl Source {
             let i = got.index_of(f.name())?;
             columns.push(batch.column(i).clone());
         }
-        columns.push(Arc::new(times.millis));
+        columns.push(Arc::new(times.millis.clone()));
         let batch = RecordBatch::try_new(bound.stream.clone(), columns)?;
-        Ok(Prepared { batch, max_time: times.max, punctuation })
+        Ok(Prepared { batch, times: times.millis, max_time: times.max, punctuation })
     }
 }
 

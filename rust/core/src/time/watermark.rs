@@ -18,8 +18,11 @@
 //!
 //! What it must never do: wall-clock (processing) time never moves the watermark, except
 //! through the two explicit rules here:
-//! - the *future cap* ([`GeneratorConfig::max_future_ms`]) may hold a batch's watermark back to
-//!   `processing time + max_future_ms` (it can only lower a candidate, never raise one), and
+//! - the *future horizon* ([`GeneratorConfig::max_future_ms`]): rows more than
+//!   `max_future_ms` ahead of processing time do not move the watermark (the caller leaves
+//!   them out of the maximum it passes in, see [`WatermarkGenerator::horizon`]); they are
+//!   still processed and counted. One row with a bogus far-future timestamp therefore
+//!   cannot make every later row late. And
 //! - the *idle rule* ([`GeneratorConfig::idle_timeout_ms`]) flags a source with no data for a
 //!   while as idle; the generator's own watermark does not change, but a combiner
 //!   ([`WatermarkTracker`](super::tracker::WatermarkTracker)) stops waiting for that source.
@@ -52,9 +55,9 @@ pub enum WatermarkStrategy {
 pub struct GeneratorConfig {
     /// How the watermark is derived from the data.
     pub strategy: WatermarkStrategy,
-    /// Cap: one batch may not move the watermark past `processing time + max_future_ms`
-    /// (saturating). `None` disables the cap. Protects against a single row with a bogus
-    /// far-future timestamp making all later data late.
+    /// Horizon: rows whose event time is more than this ahead of processing time do not move
+    /// the watermark (see [`WatermarkGenerator::horizon`]). `None` disables the rule. Protects
+    /// against a single row with a bogus far-future timestamp making all later data late.
     pub max_future_ms: Option<i64>,
     /// A source with no data for this long (processing time, ms) is idle. `None` disables
     /// idle detection. A negative value is treated as `0` (idle at the first check made at or
@@ -89,7 +92,7 @@ pub struct WatermarkGenerator {
     /// Processing time of the last batch, or of creation if there was none.
     last_data_proc_ms: i64,
     idle: bool,
-    future_capped: u64,
+    future_rows: u64,
 }
 
 impl WatermarkGenerator {
@@ -103,7 +106,7 @@ impl WatermarkGenerator {
             max_punctuation: None,
             last_data_proc_ms: created_at_proc_ms,
             idle: false,
-            future_capped: 0,
+            future_rows: 0,
         }
     }
 
@@ -121,28 +124,36 @@ impl WatermarkGenerator {
         }
     }
 
+    /// The largest event time that may move the watermark at processing time `now_proc_ms`
+    /// (`now + max_future_ms`, saturating), or `None` when the rule is disabled. The caller
+    /// leaves rows beyond it out of the maximum it passes to [`on_batch`](Self::on_batch) and
+    /// reports how many with [`record_future_rows`](Self::record_future_rows).
+    pub fn horizon(&self, now_proc_ms: i64) -> Option<Timestamp> {
+        self.config.max_future_ms.map(|f| now_proc_ms.saturating_add(f))
+    }
+
+    /// Counts rows that were beyond the [`horizon`](Self::horizon) and so did not move the
+    /// watermark.
+    pub fn record_future_rows(&mut self, rows: u64) {
+        self.future_rows = self.future_rows.saturating_add(rows);
+    }
+
     /// Called once per non-empty batch, AFTER the batch's rows were handed to the operators
     /// (so the rows of this batch are never late with respect to the watermark it produces).
     ///
-    /// - `max_event_ts`: the batch's maximum event time.
+    /// - `max_event_ts`: the batch's maximum event time among the rows within the
+    ///   [`horizon`](Self::horizon) (`i64::MIN` if there are none: it asserts nothing).
     /// - `punctuation`: for [`WatermarkStrategy::Punctuated`], the maximum non-null value of
     ///   the watermark column in the batch (`None` if all null); ignored by other strategies.
-    /// - `now_proc_ms`: processing time.
+    /// - `now_proc_ms`: processing time (only recorded for idleness).
     ///
-    /// The candidate is computed from the maxima seen over *all* batches so far, then the
-    /// future cap applies: `candidate = min(candidate, now_proc_ms + max_future_ms)`
-    /// (saturating); when the cap actually lowered the candidate, [`future_capped`] is
-    /// incremented. The cap is only applied here: a capped watermark does not catch up by
-    /// itself, but the next batch recomputes the candidate from the maxima and so moves it to
-    /// the uncapped value once processing time allows.
+    /// The candidate is computed from the maxima seen over *all* batches so far.
     ///
     /// Also records `now_proc_ms` as the time of the last data and clears the idle flag
     /// (callers that combine sources should check [`is_idle`](Self::is_idle) *before* this
     /// call to learn that the source became active again).
     ///
     /// Returns `Some(new watermark)` only if the watermark advanced.
-    ///
-    /// [`future_capped`]: Self::future_capped
     pub fn on_batch(
         &mut self,
         max_event_ts: Timestamp,
@@ -163,14 +174,7 @@ impl WatermarkGenerator {
             });
         }
 
-        let mut candidate = self.candidate()?;
-        if let Some(max_future) = self.config.max_future_ms {
-            let cap = now_proc_ms.saturating_add(max_future);
-            if candidate > cap {
-                candidate = cap;
-                self.future_capped = self.future_capped.saturating_add(1);
-            }
-        }
+        let candidate = self.candidate()?;
         if candidate > self.watermark {
             self.watermark = candidate;
             Some(candidate)
@@ -179,7 +183,7 @@ impl WatermarkGenerator {
         }
     }
 
-    /// The uncapped watermark the strategy derives from the maxima seen so far.
+    /// The watermark the strategy derives from the maxima seen so far.
     fn candidate(&self) -> Option<Timestamp> {
         match self.config.strategy {
             WatermarkStrategy::BoundedDelay { delay_ms } => self
@@ -217,9 +221,9 @@ impl WatermarkGenerator {
         self.idle
     }
 
-    /// How many batches had their watermark candidate lowered by the future cap.
-    pub fn future_capped(&self) -> u64 {
-        self.future_capped
+    /// How many rows were beyond the horizon and did not move the watermark.
+    pub fn future_rows(&self) -> u64 {
+        self.future_rows
     }
 
     /// Maximum event time seen so far, or `None` before the first batch.
@@ -260,7 +264,7 @@ mod tests {
         assert_eq!(g.current(), None);
         assert_eq!(g.max_event_ts(), None);
         assert!(!g.is_idle());
-        assert_eq!(g.future_capped(), 0);
+        assert_eq!(g.future_rows(), 0);
         assert_eq!(g.last_data_proc_ms(), 0);
     }
 
@@ -322,62 +326,36 @@ mod tests {
     }
 
     #[test]
-    fn future_cap_limits_and_counts() {
-        let config = cfg(WatermarkStrategy::Ascending, Some(1_000), None);
-        let mut g = WatermarkGenerator::new(config, 0);
-        // now = 10_000: cap at 11_000.
-        assert_eq!(g.on_batch(50_000, None, 10_000), Some(11_000));
-        assert_eq!(g.future_capped(), 1);
-        // Below the cap: not counted.
-        assert_eq!(g.on_batch(10_500, None, 10_000), None);
-        assert_eq!(
-            g.future_capped(),
-            2,
-            "max seen is still 50_000, so the cap lowers it again"
-        );
-        // Processing time catches up: the next batch moves to the uncapped value.
-        assert_eq!(g.on_batch(1, None, 60_000), Some(50_000));
-        assert_eq!(g.future_capped(), 2);
-        assert_eq!(g.current(), Some(50_000));
+    fn horizon_follows_processing_time_and_saturates() {
+        let g = WatermarkGenerator::new(cfg(WatermarkStrategy::Ascending, Some(1_000), None), 0);
+        assert_eq!(g.horizon(10_000), Some(11_000));
+        assert_eq!(g.horizon(i64::MAX), Some(i64::MAX));
+        assert_eq!(gen(WatermarkStrategy::Ascending).horizon(5), None);
     }
 
     #[test]
-    fn future_cap_not_counted_when_not_lowering() {
-        let config = cfg(WatermarkStrategy::Ascending, Some(1_000), None);
+    fn future_rows_are_counted_and_do_not_move_the_watermark() {
+        let config = cfg(WatermarkStrategy::Ascending, Some(1_000), Some(1_000));
         let mut g = WatermarkGenerator::new(config, 0);
-        assert_eq!(g.on_batch(11_000, None, 10_000), Some(11_000));
-        assert_eq!(g.future_capped(), 0);
-        assert_eq!(g.on_batch(11_001, None, 10_000), None);
-        assert_eq!(g.future_capped(), 1);
+        assert_eq!(g.on_batch(100, None, 10_000), Some(100));
+        // A batch whose only row is beyond the horizon: the caller passes i64::MIN.
+        g.record_future_rows(1);
+        assert_eq!(g.on_batch(i64::MIN, None, 10_000), None);
+        assert_eq!(g.current(), Some(100));
+        assert_eq!(g.future_rows(), 1);
+        // It still counts as data for idleness.
+        assert!(!g.check_idle(10_500));
+        assert_eq!(g.on_batch(200, None, 10_000), Some(200));
     }
 
     #[test]
-    fn capped_watermark_does_not_move_without_batches() {
+    fn processing_time_never_moves_the_watermark() {
         let config = cfg(WatermarkStrategy::Ascending, Some(0), Some(1_000));
         let mut g = WatermarkGenerator::new(config, 0);
-        assert_eq!(g.on_batch(5_000, None, 100), Some(100));
-        // Processing time passing (idle checks) never moves the watermark.
+        assert_eq!(g.on_batch(100, None, 100), Some(100));
         assert!(!g.check_idle(500));
         assert!(g.check_idle(10_000));
         assert_eq!(g.current(), Some(100));
-    }
-
-    #[test]
-    fn future_cap_never_moves_backwards() {
-        let config = cfg(WatermarkStrategy::Ascending, Some(0), None);
-        let mut g = WatermarkGenerator::new(config, 0);
-        assert_eq!(g.on_batch(1_000, None, 2_000), Some(1_000));
-        // Processing time went backwards: the cap is below the watermark; it stays.
-        assert_eq!(g.on_batch(1_500, None, 500), None);
-        assert_eq!(g.current(), Some(1_000));
-        assert_eq!(g.future_capped(), 1);
-    }
-
-    #[test]
-    fn future_cap_disabled() {
-        let mut g = gen(WatermarkStrategy::Ascending);
-        assert_eq!(g.on_batch(i64::MAX, None, 0), Some(i64::MAX));
-        assert_eq!(g.future_capped(), 0);
     }
 
     #[test]
@@ -454,15 +432,15 @@ mod tests {
         assert_eq!(g.max_event_ts(), Some(i64::MIN));
         assert_eq!(g.current(), None);
 
-        // Cap arithmetic saturates in both directions.
+        // Horizon arithmetic saturates in both directions.
         let config = cfg(WatermarkStrategy::Ascending, Some(i64::MAX), Some(i64::MAX));
         let mut g = WatermarkGenerator::new(config, i64::MIN);
+        assert_eq!(g.horizon(i64::MAX), Some(i64::MAX));
         assert_eq!(g.on_batch(i64::MAX, None, i64::MAX), Some(i64::MAX));
-        assert_eq!(g.future_capped(), 0);
         let config = cfg(WatermarkStrategy::Ascending, Some(i64::MIN), Some(1));
         let mut g = WatermarkGenerator::new(config, i64::MAX);
-        assert_eq!(g.on_batch(i64::MAX, None, i64::MIN), None);
-        assert_eq!(g.future_capped(), 1);
+        assert_eq!(g.horizon(i64::MIN), Some(i64::MIN));
+        assert_eq!(g.on_batch(i64::MIN, None, i64::MIN), None);
         assert_eq!(g.current(), None);
         // Idle arithmetic saturates: last data at MIN, now at MAX.
         assert!(g.check_idle(i64::MAX));
@@ -471,7 +449,6 @@ mod tests {
         let mut g = WatermarkGenerator::new(config, i64::MAX);
         assert!(!g.check_idle(i64::MIN));
         assert_eq!(g.on_batch(i64::MAX, None, i64::MAX), Some(i64::MAX));
-        assert_eq!(g.future_capped(), 0);
     }
 
     #[test]
@@ -506,7 +483,6 @@ mod tests {
         wm: Option<i64>,
         last: i64,
         idle: bool,
-        capped: u64,
     }
 
     fn clamp(v: i128) -> i64 {
@@ -534,14 +510,7 @@ mod tests {
                 WatermarkStrategy::Ascending => self.events.iter().max().copied(),
                 WatermarkStrategy::Punctuated => self.puncts.iter().max().copied(),
             };
-            let mut cand = raw?;
-            if let Some(f) = c.max_future_ms {
-                let cap = clamp(now as i128 + f as i128);
-                if cand > cap {
-                    cand = cap;
-                    self.capped += 1;
-                }
-            }
+            let cand = raw?;
             // i64::MIN asserts nothing: it is "no watermark".
             if cand != i64::MIN && self.wm.is_none_or(|w| cand > w) {
                 self.wm = Some(cand);
@@ -632,7 +601,6 @@ mod tests {
                 prop_assert!(cur >= prev, "watermark moved backwards: {:?} -> {:?}", prev, cur);
                 prop_assert_eq!(cur, m.wm);
                 prop_assert_eq!(g.is_idle(), m.idle);
-                prop_assert_eq!(g.future_capped(), m.capped);
                 prop_assert_eq!(g.max_event_ts(), m.events.iter().max().copied());
                 prev = cur;
             }
