@@ -29,7 +29,9 @@ print("fresh-venv-ok", lm.__version__)
 
 
 def test_pip_wheel_is_abi3_and_installs_in_a_fresh_venv(tmp_path):
-    env = dict(os.environ, MATURIN_PEP517_ARGS="--profile ci")
+    bin_dir = str(Path(sys.executable).parent)  # the venv's maturin, for --no-build-isolation
+    env = dict(os.environ, MATURIN_PEP517_ARGS="--profile ci",
+               PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
          "-w", str(tmp_path / "wheels"), "-q"],
