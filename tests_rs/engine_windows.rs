@@ -22,7 +22,7 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use laminar_core::engine::{Engine, EngineConfig, EmitSpec, OpSpec, QueryPlan, SourceConfig};
+use laminar_core::engine::{EmitSpec, Engine, EngineConfig, OpSpec, QueryPlan, SourceConfig};
 use laminar_core::operator::aggregate::{AggFunc, AggSpec};
 use laminar_core::operator::window::WindowSpec;
 use laminar_core::operator::window_aggregate::LatePolicy;
@@ -38,7 +38,10 @@ use proptest::prelude::*;
 
 fn new_engine() -> (Engine, ManualClock) {
     let clock = ManualClock::new(0);
-    (Engine::new(EngineConfig::default(), Arc::new(clock.clone())), clock)
+    (
+        Engine::new(EngineConfig::default(), Arc::new(clock.clone())),
+        clock,
+    )
 }
 
 fn source(name: &str, delay_ms: i64) -> SourceConfig {
@@ -54,7 +57,11 @@ fn source(name: &str, delay_ms: i64) -> SourceConfig {
 }
 
 fn agg(name: &str, func: AggFunc, column: Option<&str>) -> AggSpec {
-    AggSpec { name: name.into(), func, column: column.map(str::to_string) }
+    AggSpec {
+        name: name.into(),
+        func,
+        column: column.map(str::to_string),
+    }
 }
 
 fn window_op(
@@ -76,7 +83,10 @@ fn window_op(
 }
 
 fn plan(inputs: &[&str], op: OpSpec) -> QueryPlan {
-    QueryPlan { inputs: inputs.iter().map(|s| s.to_string()).collect(), ops: vec![op] }
+    QueryPlan {
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        ops: vec![op],
+    }
 }
 
 /// Columns `ts` (int64), `k` (int64), `v` (float64).
@@ -108,7 +118,10 @@ fn count_sum_plan(inputs: &[&str], size: i64, lateness: i64, late: LatePolicy) -
             size,
             0,
             &["k"],
-            vec![agg("n", AggFunc::Count, None), agg("total", AggFunc::Sum, Some("v"))],
+            vec![
+                agg("n", AggFunc::Count, None),
+                agg("total", AggFunc::Sum, Some("v")),
+            ],
             lateness,
             late,
         ),
@@ -116,12 +129,16 @@ fn count_sum_plan(inputs: &[&str], size: i64, lateness: i64, late: LatePolicy) -
 }
 
 fn col_i64(b: &RecordBatch, name: &str) -> Vec<i64> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     c.as_primitive::<Int64Type>().values().to_vec()
 }
 
 fn col_f64(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     c.as_primitive::<Float64Type>().iter().collect()
 }
 
@@ -129,18 +146,28 @@ fn col_f64(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
 fn count_sum_rows(batches: &[RecordBatch]) -> Vec<(i64, i64, i64, i64, f64)> {
     let mut rows = Vec::new();
     for b in batches {
-        let (s, e, k, n) = (col_i64(b, "window_start"), col_i64(b, "window_end"), col_i64(b, "k"), col_i64(b, "n"));
+        let (s, e, k, n) = (
+            col_i64(b, "window_start"),
+            col_i64(b, "window_end"),
+            col_i64(b, "k"),
+            col_i64(b, "n"),
+        );
         let t = col_f64(b, "total");
         for i in 0..b.num_rows() {
             rows.push((s[i], e[i], k[i], n[i], t[i].unwrap()));
         }
     }
-    rows.sort_by(|a, b| (a.0, a.2).cmp(&(b.0, b.2)));
+    rows.sort_by_key(|r| (r.0, r.2));
     rows
 }
 
 fn metrics(engine: &Engine, query: &str) -> QueryMetrics {
-    engine.query_reports().into_iter().find(|r| r.name == query).expect("query exists").metrics
+    engine
+        .query_reports()
+        .into_iter()
+        .find(|r| r.name == query)
+        .expect("query exists")
+        .metrics
 }
 
 fn total_rows(batches: &[RecordBatch]) -> usize {
@@ -288,7 +315,11 @@ fn model(batches: &[Vec<Event>], size: i64, offset: i64, lateness: i64, delay: i
             }
         })
         .collect();
-    ModelResult { rows, late, late_idx }
+    ModelResult {
+        rows,
+        late,
+        late_idx,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,7 +329,11 @@ fn model(batches: &[Vec<Event>], size: i64, offset: i64, lateness: i64, delay: i
 fn event_schema(kind: KeyKind) -> SchemaRef {
     let mut fields = vec![Field::new("ts", DataType::Int64, false)];
     for c in kind.columns() {
-        let dt = if *c == "k" { DataType::Int64 } else { DataType::Utf8 };
+        let dt = if *c == "k" {
+            DataType::Int64
+        } else {
+            DataType::Utf8
+        };
         fields.push(Field::new(*c, dt, true));
     }
     fields.push(Field::new("v", DataType::Float64, true));
@@ -306,7 +341,9 @@ fn event_schema(kind: KeyKind) -> SchemaRef {
 }
 
 fn event_batch(kind: KeyKind, events: &[Event]) -> RecordBatch {
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts)))];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+        events.iter().map(|e| e.ts),
+    ))];
     for (i, name) in kind.columns().iter().enumerate() {
         // The column type follows the kind, not the data (the batch may be empty).
         let col: ArrayRef = if *name == "k" {
@@ -332,7 +369,9 @@ fn event_batch(kind: KeyKind, events: &[Event]) -> RecordBatch {
         };
         columns.push(col);
     }
-    columns.push(Arc::new(events.iter().map(|e| e.value).collect::<Float64Array>()));
+    columns.push(Arc::new(
+        events.iter().map(|e| e.value).collect::<Float64Array>(),
+    ));
     RecordBatch::try_new(event_schema(kind), columns).unwrap()
 }
 
@@ -358,7 +397,14 @@ fn read_rows(kind: KeyKind, batches: &[RecordBatch]) -> Vec<Row> {
         let (start, end) = (col_i64(b, "window_start"), col_i64(b, "window_end"));
         let (n, nv) = (col_i64(b, "n"), col_i64(b, "nv"));
         let f = |name| col_f64(b, name);
-        let (sum, min, max, avg, first, last) = (f("sum"), f("min"), f("max"), f("avg"), f("first"), f("last"));
+        let (sum, min, max, avg, first, last) = (
+            f("sum"),
+            f("min"),
+            f("max"),
+            f("avg"),
+            f("first"),
+            f("last"),
+        );
         for i in 0..b.num_rows() {
             rows.push(Row {
                 start: start[i],
@@ -385,7 +431,11 @@ fn read_events(kind: KeyKind, batches: &[RecordBatch]) -> Vec<Event> {
         let ts = col_i64(b, "ts");
         let v = col_f64(b, "v");
         for i in 0..b.num_rows() {
-            out.push(Event { ts: ts[i], key: read_keys(kind, b, i), value: v[i] });
+            out.push(Event {
+                ts: ts[i],
+                key: read_keys(kind, b, i),
+                value: v[i],
+            });
         }
     }
     out
@@ -427,9 +477,19 @@ struct EngineResult {
 fn run_engine(sc: &Scenario, cuts: &[usize], delay: i64) -> EngineResult {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", delay)).unwrap();
-    let op = window_op(sc.size, sc.offset, sc.kind.columns(), model_aggs(), sc.lateness, sc.late);
+    let op = window_op(
+        sc.size,
+        sc.offset,
+        sc.kind.columns(),
+        model_aggs(),
+        sc.lateness,
+        sc.late,
+    );
     engine.add_query("q", plan(&["s"], op)).unwrap();
-    let batches: Vec<RecordBatch> = split(&sc.events, cuts).iter().map(|b| event_batch(sc.kind, b)).collect();
+    let batches: Vec<RecordBatch> = split(&sc.events, cuts)
+        .iter()
+        .map(|b| event_batch(sc.kind, b))
+        .collect();
     // Group consecutive batches into push calls as `joins` says.
     let mut calls: Vec<Vec<RecordBatch>> = Vec::new();
     for (i, b) in batches.into_iter().enumerate() {
@@ -450,15 +510,25 @@ fn run_engine(sc: &Scenario, cuts: &[usize], delay: i64) -> EngineResult {
     late.extend(engine.take_late("q").unwrap());
     let schema = engine.output_schema("q").unwrap().unwrap();
     for b in &output {
-        assert_eq!(b.schema(), schema, "every result batch has the declared output schema");
+        assert_eq!(
+            b.schema(),
+            schema,
+            "every result batch has the declared output schema"
+        );
     }
-    EngineResult { rows: read_rows(sc.kind, &output), late: read_events(sc.kind, &late), metrics: metrics(&engine, "q") }
+    EngineResult {
+        rows: read_rows(sc.kind, &output),
+        late: read_events(sc.kind, &late),
+        metrics: metrics(&engine, "q"),
+    }
 }
 
 fn close(a: Option<f64>, b: Option<f64>, n: i64) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * (n.max(1) as f64) * x.abs().max(y.abs()).max(1.0),
+        (Some(x), Some(y)) => {
+            (x - y).abs() <= 1e-9 * (n.max(1) as f64) * x.abs().max(y.abs()).max(1.0)
+        }
         _ => false,
     }
 }
@@ -466,22 +536,60 @@ fn close(a: Option<f64>, b: Option<f64>, n: i64) -> bool {
 /// Compares engine rows with model rows (both sorted by window and key).
 fn compare_rows(got: &[Row], want: &[Row]) -> Result<(), TestCaseError> {
     prop_assert_eq!(
-        got.iter().map(|r| (r.start, r.end, r.key.clone())).collect::<Vec<_>>(),
-        want.iter().map(|r| (r.start, r.end, r.key.clone())).collect::<Vec<_>>(),
+        got.iter()
+            .map(|r| (r.start, r.end, r.key.clone()))
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|r| (r.start, r.end, r.key.clone()))
+            .collect::<Vec<_>>(),
         "windows/keys differ"
     );
     for (g, w) in got.iter().zip(want) {
-        prop_assert_eq!((g.n, g.nv), (w.n, w.nv), "counts differ: got {:?}, want {:?}", g, w);
-        prop_assert_eq!((g.min, g.max), (w.min, w.max), "min/max differ: got {:?}, want {:?}", g, w);
-        prop_assert_eq!((g.first, g.last), (w.first, w.last), "first/last differ: got {:?}, want {:?}", g, w);
-        prop_assert!(close(g.sum, w.sum, w.nv), "sum differs: got {:?}, want {:?}", g, w);
-        prop_assert!(close(g.avg, w.avg, w.nv), "avg differs: got {:?}, want {:?}", g, w);
+        prop_assert_eq!(
+            (g.n, g.nv),
+            (w.n, w.nv),
+            "counts differ: got {:?}, want {:?}",
+            g,
+            w
+        );
+        prop_assert_eq!(
+            (g.min, g.max),
+            (w.min, w.max),
+            "min/max differ: got {:?}, want {:?}",
+            g,
+            w
+        );
+        prop_assert_eq!(
+            (g.first, g.last),
+            (w.first, w.last),
+            "first/last differ: got {:?}, want {:?}",
+            g,
+            w
+        );
+        prop_assert!(
+            close(g.sum, w.sum, w.nv),
+            "sum differs: got {:?}, want {:?}",
+            g,
+            w
+        );
+        prop_assert!(
+            close(g.avg, w.avg, w.nv),
+            "avg differs: got {:?}, want {:?}",
+            g,
+            w
+        );
     }
     Ok(())
 }
 
 fn check_against_model(sc: &Scenario) -> Result<(), TestCaseError> {
-    let want = model(&split(&sc.events, &sc.cuts), sc.size, sc.offset, sc.lateness, sc.delay);
+    let want = model(
+        &split(&sc.events, &sc.cuts),
+        sc.size,
+        sc.offset,
+        sc.lateness,
+        sc.delay,
+    );
     let got = run_engine(sc, &sc.cuts, sc.delay);
     compare_rows(&got.rows, &want.rows)?;
     let ops = got.metrics.operators;
@@ -549,31 +657,48 @@ fn scenario(kind: KeyKind) -> impl Strategy<Value = Scenario> {
         proptest::collection::vec(any::<bool>(), 0..12),
         any::<bool>(),
     )
-        .prop_map(move |((spacing, max_jitter, raw), (size, offset, lateness, delay), cuts, joins, side)| {
-            let events: Vec<Event> = raw
-                .into_iter()
-                .enumerate()
-                .map(|(i, (seed, key, value))| {
-                    // Roughly ascending times (base), each pulled back by a jitter <= max_jitter.
-                    let base = i as i64 * spacing / 4;
-                    Event { ts: base - seed % (max_jitter + 1), key, value }
-                })
-                .collect();
-            let mut cuts: Vec<usize> = cuts.iter().map(|ix| ix.index(events.len() + 1)).collect();
-            cuts.sort_unstable();
-            Scenario {
-                kind,
-                events,
-                max_jitter,
-                size,
-                offset: offset % size,
-                lateness,
-                delay,
+        .prop_map(
+            move |(
+                (spacing, max_jitter, raw),
+                (size, offset, lateness, delay),
                 cuts,
                 joins,
-                late: if side { LatePolicy::SideOutput } else { LatePolicy::Drop },
-            }
-        })
+                side,
+            )| {
+                let events: Vec<Event> = raw
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (seed, key, value))| {
+                        // Roughly ascending times (base), each pulled back by a jitter <= max_jitter.
+                        let base = i as i64 * spacing / 4;
+                        Event {
+                            ts: base - seed % (max_jitter + 1),
+                            key,
+                            value,
+                        }
+                    })
+                    .collect();
+                let mut cuts: Vec<usize> =
+                    cuts.iter().map(|ix| ix.index(events.len() + 1)).collect();
+                cuts.sort_unstable();
+                Scenario {
+                    kind,
+                    events,
+                    max_jitter,
+                    size,
+                    offset: offset % size,
+                    lateness,
+                    delay,
+                    cuts,
+                    joins,
+                    late: if side {
+                        LatePolicy::SideOutput
+                    } else {
+                        LatePolicy::Drop
+                    },
+                }
+            },
+        )
 }
 
 fn other_cuts() -> impl Strategy<Value = Vec<proptest::sample::Index>> {
@@ -630,34 +755,64 @@ proptest! {
 fn rows_of_a_batch_are_judged_against_the_previous_watermark() {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", 0)).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop)).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
+        .unwrap();
     engine.push("s", &[tkv(&[0], &[1], &[1.0])]).unwrap(); // watermark 0
-    // ts 1 is behind the batch's own max (100) but only the watermark before the batch (0)
-    // counts: on time.
-    engine.push("s", &[tkv(&[100, 1], &[1, 1], &[2.0, 3.0])]).unwrap(); // watermark 100
-    assert_eq!(count_sum_rows(&engine.take_output("q").unwrap()), vec![(0, 10, 1, 2, 4.0)]);
+                                                           // ts 1 is behind the batch's own max (100) but only the watermark before the batch (0)
+                                                           // counts: on time.
+    engine
+        .push("s", &[tkv(&[100, 1], &[1, 1], &[2.0, 3.0])])
+        .unwrap(); // watermark 100
+    assert_eq!(
+        count_sum_rows(&engine.take_output("q").unwrap()),
+        vec![(0, 10, 1, 2, 4.0)]
+    );
     engine.push("s", &[tkv(&[2], &[1], &[5.0])]).unwrap(); // window [0, 10) closed: late
     assert_eq!(metrics(&engine, "q").operators.late_dropped, 1);
     engine.flush().unwrap();
-    assert_eq!(count_sum_rows(&engine.take_output("q").unwrap()), vec![(100, 110, 1, 1, 2.0)]);
+    assert_eq!(
+        count_sum_rows(&engine.take_output("q").unwrap()),
+        vec![(100, 110, 1, 1, 2.0)]
+    );
 }
 
 #[test]
 fn late_side_output_returns_exactly_the_late_rows() {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", 0)).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::SideOutput)).unwrap();
-    engine.push("s", &[tkv(&[0, 5, 12, 25], &[1, 2, 1, 1], &[1.0, 2.0, 3.0, 4.0])]).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::SideOutput))
+        .unwrap();
+    engine
+        .push(
+            "s",
+            &[tkv(&[0, 5, 12, 25], &[1, 2, 1, 1], &[1.0, 2.0, 3.0, 4.0])],
+        )
+        .unwrap();
     // Watermark 25: [0, 10) and [10, 20) have closed.
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),
         vec![(0, 10, 1, 1, 1.0), (0, 10, 2, 1, 2.0), (10, 20, 1, 1, 3.0)]
     );
     assert!(engine.take_late("q").unwrap().is_empty());
-    engine.push("s", &[tkv(&[3, 21, 19, 26], &[7, 1, 8, 1], &[10.0, 20.0, 30.0, 40.0])]).unwrap();
+    engine
+        .push(
+            "s",
+            &[tkv(
+                &[3, 21, 19, 26],
+                &[7, 1, 8, 1],
+                &[10.0, 20.0, 30.0, 40.0],
+            )],
+        )
+        .unwrap();
     let late = engine.take_late("q").unwrap();
     let late_schema = engine.late_schema("q").unwrap().unwrap();
-    assert_eq!(late_schema, tkv_schema(), "late rows have the source's user columns");
+    assert_eq!(
+        late_schema,
+        tkv_schema(),
+        "late rows have the source's user columns"
+    );
     for b in &late {
         assert_eq!(b.schema(), late_schema);
     }
@@ -668,7 +823,10 @@ fn late_side_output_returns_exactly_the_late_rows() {
     }
     rows.sort_by_key(|r| r.0);
     assert_eq!(rows, vec![(3, 7, Some(10.0)), (19, 8, Some(30.0))]);
-    assert!(engine.take_late("q").unwrap().is_empty(), "take_late moves the rows out");
+    assert!(
+        engine.take_late("q").unwrap().is_empty(),
+        "take_late moves the rows out"
+    );
     let m = metrics(&engine, "q").operators;
     assert_eq!((m.late_side_output, m.late_dropped), (2, 0));
     engine.flush().unwrap();
@@ -684,26 +842,44 @@ fn allowed_lateness_lets_a_late_row_update_an_open_window() {
     for (lateness, expect_first_window) in [(5, (0, 10, 1, 2, 4.0)), (0, (0, 10, 1, 1, 1.0))] {
         let (mut engine, _clock) = new_engine();
         engine.add_source(source("s", 0)).unwrap();
-        engine.add_query("q", count_sum_plan(&["s"], 10, lateness, LatePolicy::Drop)).unwrap();
-        engine.push("s", &[tkv(&[0, 12], &[1, 1], &[1.0, 2.0])]).unwrap(); // watermark 12
+        engine
+            .add_query("q", count_sum_plan(&["s"], 10, lateness, LatePolicy::Drop))
+            .unwrap();
+        engine
+            .push("s", &[tkv(&[0, 12], &[1, 1], &[1.0, 2.0])])
+            .unwrap(); // watermark 12
         let early = engine.take_output("q").unwrap();
         if lateness > 0 {
-            assert_eq!(total_rows(&early), 0, "[0, 10) stays open until 10 + lateness");
+            assert_eq!(
+                total_rows(&early),
+                0,
+                "[0, 10) stays open until 10 + lateness"
+            );
         }
         engine.push("s", &[tkv(&[3], &[1], &[3.0])]).unwrap(); // behind the window's end
         engine.push("s", &[tkv(&[16], &[1], &[4.0])]).unwrap(); // watermark 16 >= 15
         let mut out = early;
         out.extend(engine.take_output("q").unwrap());
         let rows = count_sum_rows(&out);
-        assert_eq!(rows.first(), Some(&expect_first_window), "lateness {lateness}");
+        assert_eq!(
+            rows.first(),
+            Some(&expect_first_window),
+            "lateness {lateness}"
+        );
         let dropped_before = metrics(&engine, "q").operators.late_dropped;
         assert_eq!(dropped_before, if lateness > 0 { 0 } else { 1 });
         // Past end + lateness the window is closed for good.
         engine.push("s", &[tkv(&[4], &[1], &[5.0])]).unwrap();
-        assert_eq!(metrics(&engine, "q").operators.late_dropped, dropped_before + 1);
+        assert_eq!(
+            metrics(&engine, "q").operators.late_dropped,
+            dropped_before + 1
+        );
         engine.flush().unwrap();
         out.extend(engine.take_output("q").unwrap());
-        assert_eq!(count_sum_rows(&out), vec![expect_first_window, (10, 20, 1, 2, 6.0)]);
+        assert_eq!(
+            count_sum_rows(&out),
+            vec![expect_first_window, (10, 20, 1, 2, 6.0)]
+        );
     }
 }
 
@@ -711,37 +887,70 @@ fn allowed_lateness_lets_a_late_row_update_an_open_window() {
 fn timestamp_time_column_gives_timestamp_window_bounds() {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", 0)).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 1000, 0, LatePolicy::Drop)).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 1000, 0, LatePolicy::Drop))
+        .unwrap();
     let ts_type = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         Field::new("ts", ts_type, false),
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Float64, false),
     ]));
-    let ts = TimestampNanosecondArray::from(vec![1_500_000_000i64, 1_999_999_999, 2_000_000_000]).with_timezone("UTC");
+    let ts = TimestampNanosecondArray::from(vec![1_500_000_000i64, 1_999_999_999, 2_000_000_000])
+        .with_timezone("UTC");
     let batch = RecordBatch::try_new(
         schema,
-        vec![Arc::new(ts), Arc::new(Int64Array::from(vec![1, 1, 1])), Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]))],
+        vec![
+            Arc::new(ts),
+            Arc::new(Int64Array::from(vec![1, 1, 1])),
+            Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])),
+        ],
     )
     .unwrap();
     engine.push("s", &[batch]).unwrap();
     engine.flush().unwrap();
     let bound = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let out_schema = engine.output_schema("q").unwrap().unwrap();
-    assert_eq!(out_schema.field_with_name("window_start").unwrap().data_type(), &bound);
-    assert_eq!(out_schema.field_with_name("window_end").unwrap().data_type(), &bound);
+    assert_eq!(
+        out_schema
+            .field_with_name("window_start")
+            .unwrap()
+            .data_type(),
+        &bound
+    );
+    assert_eq!(
+        out_schema
+            .field_with_name("window_end")
+            .unwrap()
+            .data_type(),
+        &bound
+    );
     let out = engine.take_output("q").unwrap();
     let mut rows = Vec::new();
     for b in &out {
         assert_eq!(b.schema(), out_schema);
-        let s = b.column_by_name("window_start").unwrap().as_primitive::<TimestampMillisecondType>().clone();
-        let e = b.column_by_name("window_end").unwrap().as_primitive::<TimestampMillisecondType>().clone();
+        let s = b
+            .column_by_name("window_start")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let e = b
+            .column_by_name("window_end")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
         let n = col_i64(b, "n");
         rows.extend((0..b.num_rows()).map(|i| (s.value(i), e.value(i), n[i])));
     }
     rows.sort_unstable();
     assert_eq!(rows, vec![(1000, 2000, 2), (2000, 3000, 1)]);
-    assert!(!out_schema.fields().iter().any(|f| f.name().starts_with("__")), "hidden column removed");
+    assert!(
+        !out_schema
+            .fields()
+            .iter()
+            .any(|f| f.name().starts_with("__")),
+        "hidden column removed"
+    );
 }
 
 #[test]
@@ -756,7 +965,9 @@ fn json_plan_works_like_the_struct_plan() {
     .unwrap();
     assert_eq!(p, count_sum_plan(&["s"], 10, 0, LatePolicy::Drop));
     engine.add_query("q", p).unwrap();
-    engine.push("s", &[tkv(&[1, 2, 11], &[1, 2, 1], &[1.0, 2.0, 3.0])]).unwrap();
+    engine
+        .push("s", &[tkv(&[1, 2, 11], &[1, 2, 1], &[1.0, 2.0, 3.0])])
+        .unwrap();
     engine.flush().unwrap();
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),
@@ -770,10 +981,27 @@ fn json_plan_works_like_the_struct_plan() {
 fn unknown_group_by_column_is_column_not_found() {
     // Schema declared up front: the query is compiled (and rejected) at once.
     let (mut engine, _clock) = new_engine();
-    engine.add_source(SourceConfig { schema: Some(tkv_schema()), ..source("s", 0) }).unwrap();
-    let bad = plan(&["s"], window_op(10, 0, &["nope"], vec![agg("n", AggFunc::Count, None)], 0, LatePolicy::Drop));
+    engine
+        .add_source(SourceConfig {
+            schema: Some(tkv_schema()),
+            ..source("s", 0)
+        })
+        .unwrap();
+    let bad = plan(
+        &["s"],
+        window_op(
+            10,
+            0,
+            &["nope"],
+            vec![agg("n", AggFunc::Count, None)],
+            0,
+            LatePolicy::Drop,
+        ),
+    );
     match engine.add_query("q", bad.clone()) {
-        Err(Error::ColumnNotFound { column, available, .. }) => {
+        Err(Error::ColumnNotFound {
+            column, available, ..
+        }) => {
             assert_eq!(column, "nope");
             assert_eq!(available, "ts, k, v");
         }
@@ -788,14 +1016,20 @@ fn unknown_group_by_column_is_column_not_found() {
         other => panic!("expected ColumnNotFound, got {other:?}"),
     }
     assert_eq!(engine.source_metrics()[0].rows, 0);
-    assert!(engine.query_reports()[0].state.starts_with("failed"), "{}", engine.query_reports()[0].state);
+    assert!(
+        engine.query_reports()[0].state.starts_with("failed"),
+        "{}",
+        engine.query_reports()[0].state
+    );
 }
 
 #[test]
 fn null_timestamps_are_rejected_and_nothing_is_applied() {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", 0)).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop)).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
+        .unwrap();
     // A nullable time field (the declared one is not), with a null in it.
     let nullable = Arc::new(Schema::new(vec![
         Field::new("ts", DataType::Int64, true),
@@ -812,30 +1046,47 @@ fn null_timestamps_are_rejected_and_nothing_is_applied() {
     )
     .unwrap();
     // As the very first push: the source does not even learn its schema.
-    match engine.push("s", &[with_null.clone()]) {
-        Err(Error::TimeColumn { source_name, column, .. }) => assert_eq!((source_name.as_str(), column.as_str()), ("s", "ts")),
+    match engine.push("s", std::slice::from_ref(&with_null)) {
+        Err(Error::TimeColumn {
+            source_name,
+            column,
+            ..
+        }) => assert_eq!((source_name.as_str(), column.as_str()), ("s", "ts")),
         other => panic!("expected TimeColumn, got {other:?}"),
     }
     assert!(engine.source_schema("s").unwrap().is_none());
-    engine.push("s", &[tkv(&[0, 5], &[1, 1], &[1.0, 2.0])]).unwrap();
+    engine
+        .push("s", &[tkv(&[0, 5], &[1, 1], &[1.0, 2.0])])
+        .unwrap();
     let before = (engine.source_metrics()[0].clone(), metrics(&engine, "q"));
     assert_eq!(before.0.rows, 2);
     // A good batch followed by a bad one in the same push: neither is applied.
-    let err = engine.push("s", &[tkv(&[6, 50], &[1, 1], &[3.0, 4.0]), with_null]).unwrap_err();
+    let err = engine
+        .push("s", &[tkv(&[6, 50], &[1, 1], &[3.0, 4.0]), with_null])
+        .unwrap_err();
     assert!(matches!(err, Error::TimeColumn { .. }), "{err:?}");
-    assert_eq!((engine.source_metrics()[0].clone(), metrics(&engine, "q")), before, "failed push changed state");
+    assert_eq!(
+        (engine.source_metrics()[0].clone(), metrics(&engine, "q")),
+        before,
+        "failed push changed state"
+    );
     assert_eq!(total_rows(&engine.take_output("q").unwrap()), 0);
     engine.push("s", &[tkv(&[7], &[1], &[5.0])]).unwrap();
     assert_eq!(engine.source_metrics()[0].rows, 3);
     engine.flush().unwrap();
-    assert_eq!(count_sum_rows(&engine.take_output("q").unwrap()), vec![(0, 10, 1, 3, 8.0)]);
+    assert_eq!(
+        count_sum_rows(&engine.take_output("q").unwrap()),
+        vec![(0, 10, 1, 3, 8.0)]
+    );
 }
 
 #[test]
 fn schema_change_between_pushes_is_schema_mismatch() {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", 0)).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop)).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
+        .unwrap();
     engine.push("s", &[tkv(&[1], &[1], &[1.0])]).unwrap();
     let int_values = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
@@ -843,7 +1094,11 @@ fn schema_change_between_pushes_is_schema_mismatch() {
             Field::new("k", DataType::Int64, true),
             Field::new("v", DataType::Int64, true),
         ])),
-        vec![Arc::new(Int64Array::from(vec![2])), Arc::new(Int64Array::from(vec![1])), Arc::new(Int64Array::from(vec![1]))],
+        vec![
+            Arc::new(Int64Array::from(vec![2])),
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int64Array::from(vec![1])),
+        ],
     )
     .unwrap();
     let extra = RecordBatch::try_new(
@@ -874,11 +1129,19 @@ fn schema_change_between_pushes_is_schema_mismatch() {
 fn push_after_flush_is_closed() {
     let (mut engine, _clock) = new_engine();
     engine.add_source(source("s", 0)).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop)).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
+        .unwrap();
     engine.push("s", &[tkv(&[1], &[1], &[1.0])]).unwrap();
     engine.flush().unwrap();
-    assert!(matches!(engine.push("s", &[tkv(&[2], &[1], &[1.0])]), Err(Error::Closed(_))));
-    assert_eq!(count_sum_rows(&engine.take_output("q").unwrap()), vec![(0, 10, 1, 1, 1.0)]);
+    assert!(matches!(
+        engine.push("s", &[tkv(&[2], &[1], &[1.0])]),
+        Err(Error::Closed(_))
+    ));
+    assert_eq!(
+        count_sum_rows(&engine.take_output("q").unwrap()),
+        vec![(0, 10, 1, 1, 1.0)]
+    );
 }
 
 #[test]
@@ -888,7 +1151,17 @@ fn int64_sum_overflow_is_an_error() {
     engine
         .add_query(
             "q",
-            plan(&["s"], window_op(10, 0, &["k"], vec![agg("total", AggFunc::Sum, Some("v"))], 0, LatePolicy::Drop)),
+            plan(
+                &["s"],
+                window_op(
+                    10,
+                    0,
+                    &["k"],
+                    vec![agg("total", AggFunc::Sum, Some("v"))],
+                    0,
+                    LatePolicy::Drop,
+                ),
+            ),
         )
         .unwrap();
     let schema = Arc::new(Schema::new(vec![
@@ -898,7 +1171,11 @@ fn int64_sum_overflow_is_an_error() {
     ]));
     let batch = RecordBatch::try_new(
         schema,
-        vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(Int64Array::from(vec![1, 1])), Arc::new(Int64Array::from(vec![i64::MAX, 1]))],
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(Int64Array::from(vec![1, 1])),
+            Arc::new(Int64Array::from(vec![i64::MAX, 1])),
+        ],
     )
     .unwrap();
     match engine.push("s", &[batch]) {
@@ -912,35 +1189,56 @@ fn int64_sum_overflow_is_an_error() {
 fn union_engine() -> (Engine, ManualClock) {
     let (mut engine, clock) = new_engine();
     engine.add_source(source("a", 0)).unwrap();
-    engine.add_source(SourceConfig { idle_timeout_ms: Some(100), ..source("b", 0) }).unwrap();
-    engine.add_query("q", count_sum_plan(&["a", "b"], 10, 0, LatePolicy::Drop)).unwrap();
+    engine
+        .add_source(SourceConfig {
+            idle_timeout_ms: Some(100),
+            ..source("b", 0)
+        })
+        .unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["a", "b"], 10, 0, LatePolicy::Drop))
+        .unwrap();
     (engine, clock)
 }
 
 #[test]
 fn idle_source_stops_holding_the_watermark_after_check_idle() {
     let (mut engine, clock) = union_engine();
-    engine.push("a", &[tkv(&[0, 15, 32], &[1, 1, 1], &[1.0, 2.0, 3.0])]).unwrap();
+    engine
+        .push("a", &[tkv(&[0, 15, 32], &[1, 1, 1], &[1.0, 2.0, 3.0])])
+        .unwrap();
     clock.advance(50);
     engine.push("a", &[tkv(&[45], &[1], &[4.0])]).unwrap();
-    assert_eq!(total_rows(&engine.take_output("q").unwrap()), 0, "b (no data, not idle yet) holds the watermark");
+    assert_eq!(
+        total_rows(&engine.take_output("q").unwrap()),
+        0,
+        "b (no data, not idle yet) holds the watermark"
+    );
     assert_eq!(metrics(&engine, "q").watermark, None);
     clock.advance(51); // 101 ms without data from b
     engine.check_idle().unwrap();
-    assert!(engine.source_metrics().iter().any(|s| s.name == "b" && s.idle));
+    assert!(engine
+        .source_metrics()
+        .iter()
+        .any(|s| s.name == "b" && s.idle));
     assert_eq!(metrics(&engine, "q").watermark, Some(45));
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),
         vec![(0, 10, 1, 1, 1.0), (10, 20, 1, 1, 2.0), (30, 40, 1, 1, 3.0)]
     );
     engine.flush().unwrap();
-    assert_eq!(count_sum_rows(&engine.take_output("q").unwrap()), vec![(40, 50, 1, 1, 4.0)]);
+    assert_eq!(
+        count_sum_rows(&engine.take_output("q").unwrap()),
+        vec![(40, 50, 1, 1, 4.0)]
+    );
 }
 
 #[test]
 fn idle_source_is_detected_on_the_next_push() {
     let (mut engine, clock) = union_engine();
-    engine.push("a", &[tkv(&[0, 15], &[1, 1], &[1.0, 2.0])]).unwrap();
+    engine
+        .push("a", &[tkv(&[0, 15], &[1, 1], &[1.0, 2.0])])
+        .unwrap();
     assert_eq!(total_rows(&engine.take_output("q").unwrap()), 0);
     clock.advance(100);
     engine.push("a", &[tkv(&[27], &[1], &[3.0])]).unwrap();
@@ -949,7 +1247,10 @@ fn idle_source_is_detected_on_the_next_push() {
         vec![(0, 10, 1, 1, 1.0), (10, 20, 1, 1, 2.0)]
     );
     engine.flush().unwrap();
-    assert_eq!(count_sum_rows(&engine.take_output("q").unwrap()), vec![(20, 30, 1, 1, 3.0)]);
+    assert_eq!(
+        count_sum_rows(&engine.take_output("q").unwrap()),
+        vec![(20, 30, 1, 1, 3.0)]
+    );
 }
 
 /// A far-future event time must not drag the watermark along: with `max_future_ms = 1000` and
@@ -958,11 +1259,28 @@ fn idle_source_is_detected_on_the_next_push() {
 #[test]
 fn far_future_timestamps_do_not_move_the_watermark_past_the_horizon() {
     let (mut engine, _clock) = new_engine();
-    engine.add_source(SourceConfig { max_future_ms: Some(1000), ..source("s", 0) }).unwrap();
-    engine.add_query("q", count_sum_plan(&["s"], 100, 0, LatePolicy::Drop)).unwrap();
-    engine.push("s", &[tkv(&[500, 10_000_000], &[1, 1], &[1.0, 2.0])]).unwrap();
-    let m = engine.source_metrics().into_iter().find(|s| s.name == "s").unwrap();
-    assert!(m.watermark.is_some_and(|w| (500..=1000).contains(&w)), "source watermark {:?}", m.watermark);
+    engine
+        .add_source(SourceConfig {
+            max_future_ms: Some(1000),
+            ..source("s", 0)
+        })
+        .unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], 100, 0, LatePolicy::Drop))
+        .unwrap();
+    engine
+        .push("s", &[tkv(&[500, 10_000_000], &[1, 1], &[1.0, 2.0])])
+        .unwrap();
+    let m = engine
+        .source_metrics()
+        .into_iter()
+        .find(|s| s.name == "s")
+        .unwrap();
+    assert!(
+        m.watermark.is_some_and(|w| (500..=1000).contains(&w)),
+        "source watermark {:?}",
+        m.watermark
+    );
     assert!(m.future_rows >= 1, "{m:?}");
     assert!(metrics(&engine, "q").watermark <= Some(1000));
     let mut before_flush = engine.take_output("q").unwrap();
@@ -978,6 +1296,10 @@ fn far_future_timestamps_do_not_move_the_watermark_past_the_horizon() {
     engine.flush().unwrap();
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),
-        vec![(600, 700, 1, 1, 3.0), (5_000, 5_100, 1, 1, 4.0), (10_000_000, 10_000_100, 1, 1, 2.0)]
+        vec![
+            (600, 700, 1, 1, 3.0),
+            (5_000, 5_100, 1, 1, 4.0),
+            (10_000_000, 10_000_100, 1, 1, 2.0)
+        ]
     );
 }

@@ -63,14 +63,22 @@ fn user_schema() -> SchemaRef {
 fn user_batch(ts: Vec<i64>, key: Vec<i64>, value: Vec<f64>) -> RecordBatch {
     RecordBatch::try_new(
         user_schema(),
-        vec![Arc::new(Int64Array::from(ts)), Arc::new(Int64Array::from(key)), Arc::new(Float64Array::from(value))],
+        vec![
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Int64Array::from(key)),
+            Arc::new(Float64Array::from(value)),
+        ],
     )
     .expect("valid batch")
 }
 
 /// A one-row stream batch: the user columns plus the hidden event-time column.
 fn one_row_stream_batch() -> RecordBatch {
-    let mut fields: Vec<Field> = user_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = user_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(TIME_COLUMN, DataType::Int64, false));
     RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
@@ -112,7 +120,10 @@ fn tumbling_engine(delay_ms: i64) -> Engine {
 const QUEUE_CHUNK: u64 = 1_000;
 
 fn reactor_submit_one_row(c: &mut Criterion) {
-    let msg = CoreMessage::Data { source: 0, batch: one_row_stream_batch() };
+    let msg = CoreMessage::Data {
+        source: 0,
+        batch: one_row_stream_batch(),
+    };
     let budget = Budget::default();
     let mut group = c.benchmark_group("reactor_submit_one_row");
     group.throughput(Throughput::Elements(1));
@@ -198,7 +209,11 @@ fn single_event_tumbling(c: &mut Criterion) {
                 batches.clear();
                 for _ in 0..n {
                     ts += 1;
-                    batches.push(user_batch(vec![ts], vec![rng.below(100) as i64], vec![rng.unit() * 100.0]));
+                    batches.push(user_batch(
+                        vec![ts],
+                        vec![rng.below(100) as i64],
+                        vec![rng.unit() * 100.0],
+                    ));
                 }
                 let start = Instant::now();
                 for batch in &batches {
@@ -243,7 +258,9 @@ fn bulk_tumbling(c: &mut Criterion) {
                 let batch = workload_a_batch(&mut rng, base);
                 base += (BULK_ROWS / 10) as i64;
                 let start = Instant::now();
-                engine.push("s", std::slice::from_ref(&batch)).expect("push");
+                engine
+                    .push("s", std::slice::from_ref(&batch))
+                    .expect("push");
                 total += start.elapsed();
                 black_box(engine.take_output("q").expect("output"));
             }
@@ -252,7 +269,10 @@ fn bulk_tumbling(c: &mut Criterion) {
     });
     group.finish();
     let report = &engine.query_reports()[0].metrics;
-    assert_eq!(report.operators.late_dropped, 0, "workload A must have no late rows here");
+    assert_eq!(
+        report.operators.late_dropped, 0,
+        "workload A must have no late rows here"
+    );
 }
 
 fn config() -> Criterion {
