@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 import pyarrow.compute as pc
 
 import laminar as lm
@@ -34,7 +35,9 @@ def main(n: int = 1_000_000) -> int:
         if new.num_rows and shown < 3:
             shown += 1
             first = new.slice(0, 3).to_pandas()
-            print(f"\nafter batch {i}: {new.num_rows} rows for window starting {first['window_start'][0]}")
+            for c in ("window_start", "window_end"):  # int64 epoch ms -> readable UTC times
+                first[c] = pd.to_datetime(first[c], unit="ms", utc=True)
+            print(f"\nafter batch {i}: {new.num_rows} rows closed for window starting {first['window_start'][0]}")
             print(first.to_string(index=False))
     eng.flush()
     elapsed = time.perf_counter() - start

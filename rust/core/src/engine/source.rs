@@ -128,7 +128,11 @@ impl Source {
 
     /// Validates `batch` against `bound` and builds the stream batch. Applies nothing.
     pub fn prepare(&self, bound: &Bound, batch: &RecordBatch) -> Result<Prepared> {
-        check_same_fields(&self.config.name, &bound.user, &batch.schema())?;
+        let got = batch.schema();
+        let same_layout = got.fields() == bound.user.fields();
+        if !same_layout {
+            check_same_fields(&self.config.name, &bound.user, &got)?;
+        }
         let time_col = batch.column_by_name(&self.config.time_column).ok_or_else(|| {
             Error::column_not_found(&self.config.time_column, " (time column)", &batch.schema())
         })?;
@@ -146,11 +150,13 @@ impl Source {
             })?,
         };
         // Columns are matched by name: a batch with the same columns in another order is fine.
-        let got = batch.schema();
         let mut columns = Vec::with_capacity(bound.user.fields().len() + 1);
-        for f in bound.user.fields() {
-            let i = got.index_of(f.name())?;
-            columns.push(batch.column(i).clone());
+        if same_layout {
+            columns.extend(batch.columns().iter().cloned());
+        } else {
+            for f in bound.user.fields() {
+                columns.push(batch.column(got.index_of(f.name())?).clone());
+            }
         }
         columns.push(Arc::new(times.millis.clone()));
         let batch = RecordBatch::try_new(bound.stream.clone(), columns)?;

@@ -74,6 +74,16 @@ const STRICT: CastOptions<'static> = CastOptions {
     format_options: arrow_cast::display::FormatOptions::new(),
 };
 
+/// `column` as `to` (a cheap reference count bump when it already has that type; a strict cast,
+/// failing rather than producing nulls, otherwise).
+fn cast_if_needed(column: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    if column.data_type() == to {
+        Ok(column.clone())
+    } else {
+        Ok(cast_with_options(column, to, &STRICT)?)
+    }
+}
+
 /// Per-group value and non-null count for one aggregate.
 #[derive(Debug, Default)]
 struct Slots<T> {
@@ -241,7 +251,7 @@ impl Accumulator {
                 }
             }
             (State::Int(slots), Some(c)) => {
-                let col = cast_with_options(batch.column(c), &DataType::Int64, &STRICT)?;
+                let col = cast_if_needed(batch.column(c), &DataType::Int64)?;
                 let col = col.as_primitive::<Int64Type>();
                 let nulls = col.nulls();
                 let values = col.values();
@@ -271,7 +281,7 @@ impl Accumulator {
                 }
             }
             (State::Float(slots), Some(c)) => {
-                let col = cast_with_options(batch.column(c), &DataType::Float64, &STRICT)?;
+                let col = cast_if_needed(batch.column(c), &DataType::Float64)?;
                 let col = col.as_primitive::<Float64Type>();
                 let nulls = col.nulls();
                 let values = col.values();

@@ -193,6 +193,7 @@ impl IntKeys {
         created: &mut Vec<u32>,
     ) -> Result<()> {
         let column: Option<ArrayRef> = match self.column {
+            Some(c) if batch.column(c).data_type() == &DataType::Int64 => Some(batch.column(c).clone()),
             Some(c) => Some(cast(batch.column(c), &DataType::Int64)?),
             None => None,
         };

@@ -123,7 +123,9 @@ impl WindowAggregate {
         })
     }
 
-    /// Splits off the rows whose window closed at watermark `wm`; returns the on-time rows.
+    /// Routes the rows whose window closed at watermark `wm` (counted, dropped or sent to the
+    /// side output) and returns the on-time rows, or `None` when every row is on time (the
+    /// common case, which costs one comparison).
     fn split_late(
         &mut self,
         batch: &RecordBatch,
@@ -134,7 +136,7 @@ impl WindowAggregate {
         // Window start s is closed iff s + size + lateness <= wm.
         let cutoff = wm.saturating_sub(self.window.size() + self.lateness);
         if self.window.start_of(min) > cutoff {
-            return Ok(Some(batch.clone()));
+            return Ok(None);
         }
         let times = batch.column(self.time_index).as_primitive::<Int64Type>().values();
         let w = self.window;
@@ -146,9 +148,6 @@ impl WindowAggregate {
                 self.metrics.late_side_output += n_late;
                 ctx.emit_late(filter_record_batch(batch, &late.clone().into())?);
             }
-        }
-        if n_late as usize == batch.num_rows() {
-            return Ok(None);
         }
         Ok(Some(filter_record_batch(batch, &(!&late).into())?))
     }
@@ -178,18 +177,19 @@ impl Operator for WindowAggregate {
         }
         let times = input.column(self.time_index).as_primitive::<Int64Type>().values();
         let (min, _) = crate::time::convert::min_max(times);
-        let batch = match ctx.watermark() {
-            Some(wm) => match self.split_late(input, wm, min, ctx)? {
-                Some(b) => b,
-                None => return Ok(()),
-            },
-            None => input.clone(),
+        let on_time = match ctx.watermark() {
+            Some(wm) => self.split_late(input, wm, min, ctx)?,
+            None => None,
         };
+        let batch = on_time.as_ref().unwrap_or(input);
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let times = batch.column(self.time_index).as_primitive::<Int64Type>().values();
         let (min, max) = crate::time::convert::min_max(times);
         self.window.assign(times, min, max, &mut self.starts);
         self.created.clear();
-        self.keys.assign(&batch, &self.starts, &mut self.ids, &mut self.groups, &mut self.created)?;
+        self.keys.assign(batch, &self.starts, &mut self.ids, &mut self.groups, &mut self.created)?;
         for &g in &self.created {
             let start = self.ids.window(g);
             for a in &mut self.aggs {
@@ -206,7 +206,7 @@ impl Operator for WindowAggregate {
             }
         }
         for a in &mut self.aggs {
-            a.update(&self.groups, &batch)?;
+            a.update(&self.groups, batch)?;
         }
         self.metrics.open_windows = self.windows.len() as u64;
         self.metrics.live_groups = self.ids.live() as u64;
