@@ -188,41 +188,45 @@ impl Engine {
             return Err(Error::InvalidPlan("a query needs at least one source".into()));
         }
         let inputs = plan.inputs.iter().map(|s| self.source_id(s)).collect::<Result<Vec<_>>>()?;
-        let mut entry = QueryEntry { name: name.to_string(), plan, inputs, state: QueryState::Pending };
-        let known = entry.inputs.iter().find_map(|&s| self.sources[s as usize].bound.clone());
+        let mut state = QueryState::Pending;
+        let known = inputs.iter().find_map(|&s| self.sources[s as usize].bound.clone());
         if let Some(bound) = known {
-            let first = entry.inputs.iter().position(|&s| self.sources[s as usize].bound.is_some());
-            let time_type = first
-                .and_then(|i| self.sources[entry.inputs[i] as usize].time_type())
-                .unwrap_or(DataType::Int64);
-            self.start_query(&mut entry, &bound, &time_type)?;
+            let time_type = bound.user.field(bound.time_index).data_type().clone();
+            state = self.start_query(name, &plan, &inputs, &bound, &time_type)?;
         }
+        let entry = QueryEntry { name: name.to_string(), plan, inputs, state };
         self.query_ids.insert(name.to_string(), self.queries.len());
         self.queries.push(entry);
         Ok(())
     }
 
-    /// Compiles `entry` over `bound` and starts it in the reactor; every input whose schema is
-    /// already known must agree.
-    fn start_query(&mut self, entry: &mut QueryEntry, bound: &Bound, time_type: &DataType) -> Result<()> {
-        for &s in &entry.inputs {
+    /// Compiles query `name` over `bound` and starts it in the reactor; every input whose
+    /// schema is already known must agree. Returns the query's running state.
+    fn start_query(
+        &mut self,
+        name: &str,
+        plan: &QueryPlan,
+        inputs: &[SourceId],
+        bound: &Bound,
+        time_type: &DataType,
+    ) -> Result<QueryState> {
+        for &s in inputs {
             if let Some(b) = &self.sources[s as usize].bound {
                 if b.stream != bound.stream {
                     return Err(Error::InvalidPlan(format!(
-                        "query '{}' reads sources with different schemas ('{}' differs); a union needs identical schemas",
-                        entry.name, self.sources[s as usize].config.name
+                        "query '{name}' reads sources with different schemas ('{}' differs); a union needs identical schemas",
+                        self.sources[s as usize].config.name
                     )));
                 }
             }
         }
-        let compiled = compile(&entry.plan, bound.stream.clone(), time_type).map_err(|e| match e {
-            Error::InvalidPlan(m) => Error::InvalidPlan(format!("query '{}': {m}", entry.name)),
+        let compiled = compile(plan, bound.stream.clone(), time_type).map_err(|e| match e {
+            Error::InvalidPlan(m) => Error::InvalidPlan(format!("query '{name}': {m}")),
             other => other,
         })?;
-        let late = late_schema(&entry.plan, &compiled, &bound.stream)?;
-        let id = self.reactor.add_query(&entry.inputs, compiled.operators)?;
-        entry.state = QueryState::Running { id, input: bound.stream.clone(), output: compiled.output_schema, late };
-        Ok(())
+        let late = late_schema(plan, &compiled, &bound.stream)?;
+        let id = self.reactor.add_query(inputs, compiled.operators)?;
+        Ok(QueryState::Running { id, input: bound.stream.clone(), output: compiled.output_schema, late })
     }
 
     /// Fixes the schema of source `sid` from its first batch, starting pending queries. On any
@@ -245,16 +249,17 @@ impl Engine {
                     });
                 }
                 QueryState::Pending => {
-                    let mut entry = std::mem::replace(
-                        &mut self.queries[q],
-                        QueryEntry { name: String::new(), plan: QueryPlan { inputs: vec![], ops: vec![] }, inputs: vec![], state: QueryState::Pending },
-                    );
-                    let result = self.start_query(&mut entry, &bound, &time_type);
-                    if let Err(e) = &result {
-                        entry.state = QueryState::Failed(e.to_string());
+                    let (name, plan, inputs) = {
+                        let e = &self.queries[q];
+                        (e.name.clone(), e.plan.clone(), e.inputs.clone())
+                    };
+                    match self.start_query(&name, &plan, &inputs, &bound, &time_type) {
+                        Ok(state) => self.queries[q].state = state,
+                        Err(e) => {
+                            self.queries[q].state = QueryState::Failed(e.to_string());
+                            return Err(e);
+                        }
                     }
-                    self.queries[q] = entry;
-                    result?;
                 }
                 _ => {}
             }

@@ -121,11 +121,6 @@ impl Source {
         Ok(Bound { user, stream: Arc::new(Schema::new(fields)), time_index, punct_index })
     }
 
-    /// The user type of the time column, once the schema is known.
-    pub fn time_type(&self) -> Option<DataType> {
-        self.bound.as_ref().map(|b| b.user.field(b.time_index).data_type().clone())
-    }
-
     /// Validates `batch` against `bound` and builds the stream batch. Applies nothing.
     pub fn prepare(&self, bound: &Bound, batch: &RecordBatch) -> Result<Prepared> {
         let got = batch.schema();
