@@ -128,6 +128,21 @@ fn count_sum_plan(inputs: &[&str], size: i64, lateness: i64, late: LatePolicy) -
     )
 }
 
+/// An engine with source "s" (bounded delay `delay`) and query "q" ([`count_sum_plan`]).
+fn count_sum_engine(
+    delay: i64,
+    size: i64,
+    lateness: i64,
+    late: LatePolicy,
+) -> (Engine, ManualClock) {
+    let (mut engine, clock) = new_engine();
+    engine.add_source(source("s", delay)).unwrap();
+    engine
+        .add_query("q", count_sum_plan(&["s"], size, lateness, late))
+        .unwrap();
+    (engine, clock)
+}
+
 fn col_i64(b: &RecordBatch, name: &str) -> Vec<i64> {
     let c = b
         .column_by_name(name)
@@ -753,11 +768,7 @@ proptest! {
 
 #[test]
 fn rows_of_a_batch_are_judged_against_the_previous_watermark() {
-    let (mut engine, _clock) = new_engine();
-    engine.add_source(source("s", 0)).unwrap();
-    engine
-        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
-        .unwrap();
+    let (mut engine, _clock) = count_sum_engine(0, 10, 0, LatePolicy::Drop);
     engine.push("s", &[tkv(&[0], &[1], &[1.0])]).unwrap(); // watermark 0
                                                            // ts 1 is behind the batch's own max (100) but only the watermark before the batch (0)
                                                            // counts: on time.
@@ -779,11 +790,7 @@ fn rows_of_a_batch_are_judged_against_the_previous_watermark() {
 
 #[test]
 fn late_side_output_returns_exactly_the_late_rows() {
-    let (mut engine, _clock) = new_engine();
-    engine.add_source(source("s", 0)).unwrap();
-    engine
-        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::SideOutput))
-        .unwrap();
+    let (mut engine, _clock) = count_sum_engine(0, 10, 0, LatePolicy::SideOutput);
     engine
         .push(
             "s",
@@ -885,11 +892,7 @@ fn allowed_lateness_lets_a_late_row_update_an_open_window() {
 
 #[test]
 fn timestamp_time_column_gives_timestamp_window_bounds() {
-    let (mut engine, _clock) = new_engine();
-    engine.add_source(source("s", 0)).unwrap();
-    engine
-        .add_query("q", count_sum_plan(&["s"], 1000, 0, LatePolicy::Drop))
-        .unwrap();
+    let (mut engine, _clock) = count_sum_engine(0, 1000, 0, LatePolicy::Drop);
     let ts_type = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         Field::new("ts", ts_type, false),
@@ -1025,11 +1028,7 @@ fn unknown_group_by_column_is_column_not_found() {
 
 #[test]
 fn null_timestamps_are_rejected_and_nothing_is_applied() {
-    let (mut engine, _clock) = new_engine();
-    engine.add_source(source("s", 0)).unwrap();
-    engine
-        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
-        .unwrap();
+    let (mut engine, _clock) = count_sum_engine(0, 10, 0, LatePolicy::Drop);
     // A nullable time field (the declared one is not), with a null in it.
     let nullable = Arc::new(Schema::new(vec![
         Field::new("ts", DataType::Int64, true),
@@ -1082,11 +1081,7 @@ fn null_timestamps_are_rejected_and_nothing_is_applied() {
 
 #[test]
 fn schema_change_between_pushes_is_schema_mismatch() {
-    let (mut engine, _clock) = new_engine();
-    engine.add_source(source("s", 0)).unwrap();
-    engine
-        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
-        .unwrap();
+    let (mut engine, _clock) = count_sum_engine(0, 10, 0, LatePolicy::Drop);
     engine.push("s", &[tkv(&[1], &[1], &[1.0])]).unwrap();
     let int_values = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
@@ -1127,11 +1122,7 @@ fn schema_change_between_pushes_is_schema_mismatch() {
 
 #[test]
 fn push_after_flush_is_closed() {
-    let (mut engine, _clock) = new_engine();
-    engine.add_source(source("s", 0)).unwrap();
-    engine
-        .add_query("q", count_sum_plan(&["s"], 10, 0, LatePolicy::Drop))
-        .unwrap();
+    let (mut engine, _clock) = count_sum_engine(0, 10, 0, LatePolicy::Drop);
     engine.push("s", &[tkv(&[1], &[1], &[1.0])]).unwrap();
     engine.flush().unwrap();
     assert!(matches!(

@@ -266,9 +266,17 @@ fn single_event_tumbling(c: &mut Criterion) {
                 let start = Instant::now();
                 for (i, batch) in events.drain(..).enumerate() {
                     let t = ts - n as i64 + 1 + i as i64;
-                    reactor.run(CoreMessage::Data { source: 0, batch }, Budget::default()).expect("data");
                     reactor
-                        .run(CoreMessage::Watermark { source: 0, ts: t - 100 }, Budget::default())
+                        .run(CoreMessage::Data { source: 0, batch }, Budget::default())
+                        .expect("data");
+                    reactor
+                        .run(
+                            CoreMessage::Watermark {
+                                source: 0,
+                                ts: t - 100,
+                            },
+                            Budget::default(),
+                        )
                         .expect("watermark");
                 }
                 total += start.elapsed();

@@ -131,6 +131,10 @@ impl Error {
             .filter(|n| !crate::engine::is_hidden_column(n))
             .collect::<Vec<_>>()
             .join(", ");
-        Error::ColumnNotFound { column: column.to_string(), context: context.to_string(), available }
+        Error::ColumnNotFound {
+            column: column.to_string(),
+            context: context.to_string(),
+            available,
+        }
     }
 }

@@ -39,7 +39,12 @@ pub fn is_hidden_column(name: &str) -> bool {
 /// Removes the hidden time column from a schema.
 pub fn strip_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
-        schema.fields().iter().filter(|f| !is_hidden_column(f.name())).cloned().collect::<Vec<_>>(),
+        schema
+            .fields()
+            .iter()
+            .filter(|f| !is_hidden_column(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -62,7 +67,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { inbox_capacity: 1024, budget: Budget::default() }
+        EngineConfig {
+            inbox_capacity: 1024,
+            budget: Budget::default(),
+        }
     }
 }
 
@@ -102,7 +110,12 @@ pub struct QueryReport {
 enum QueryState {
     /// Waiting for the first schema of one of its inputs.
     Pending,
-    Running { id: QueryId, input: SchemaRef, output: SchemaRef, late: SchemaRef },
+    Running {
+        id: QueryId,
+        input: SchemaRef,
+        output: SchemaRef,
+        late: SchemaRef,
+    },
     Failed(String),
 }
 
@@ -148,20 +161,28 @@ impl Engine {
 
     fn check_open(&self) -> Result<()> {
         if self.closed {
-            return Err(Error::Closed("the engine is closed; create a new Engine".into()));
+            return Err(Error::Closed(
+                "the engine is closed; create a new Engine".into(),
+            ));
         }
         Ok(())
     }
 
     fn source_id(&self, name: &str) -> Result<SourceId> {
-        self.source_ids.get(name).copied().ok_or_else(|| Error::UnknownSource(name.to_string()))
+        self.source_ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::UnknownSource(name.to_string()))
     }
 
     /// Declares a source.
     pub fn add_source(&mut self, config: SourceConfig) -> Result<SourceId> {
         self.check_open()?;
         if self.source_ids.contains_key(&config.name) {
-            return Err(Error::Duplicate { kind: "source", name: config.name });
+            return Err(Error::Duplicate {
+                kind: "source",
+                name: config.name,
+            });
         }
         let id = SourceId::try_from(self.sources.len())
             .map_err(|_| Error::InvalidPlan("too many sources".into()))?;
@@ -174,7 +195,10 @@ impl Engine {
     /// The user schema of a source, once known.
     pub fn source_schema(&self, name: &str) -> Result<Option<SchemaRef>> {
         let id = self.source_id(name)?;
-        Ok(self.sources[id as usize].bound.as_ref().map(|b| b.user.clone()))
+        Ok(self.sources[id as usize]
+            .bound
+            .as_ref()
+            .map(|b| b.user.clone()))
     }
 
     /// Registers a query. It is compiled now if one of its inputs has a schema, otherwise on
@@ -182,19 +206,35 @@ impl Engine {
     pub fn add_query(&mut self, name: &str, plan: QueryPlan) -> Result<()> {
         self.check_open()?;
         if self.query_ids.contains_key(name) {
-            return Err(Error::Duplicate { kind: "query", name: name.to_string() });
+            return Err(Error::Duplicate {
+                kind: "query",
+                name: name.to_string(),
+            });
         }
         if plan.inputs.is_empty() {
-            return Err(Error::InvalidPlan("a query needs at least one source".into()));
+            return Err(Error::InvalidPlan(
+                "a query needs at least one source".into(),
+            ));
         }
-        let inputs = plan.inputs.iter().map(|s| self.source_id(s)).collect::<Result<Vec<_>>>()?;
+        let inputs = plan
+            .inputs
+            .iter()
+            .map(|s| self.source_id(s))
+            .collect::<Result<Vec<_>>>()?;
         let mut state = QueryState::Pending;
-        let known = inputs.iter().find_map(|&s| self.sources[s as usize].bound.clone());
+        let known = inputs
+            .iter()
+            .find_map(|&s| self.sources[s as usize].bound.clone());
         if let Some(bound) = known {
             let time_type = bound.user.field(bound.time_index).data_type().clone();
             state = self.start_query(name, &plan, &inputs, &bound, &time_type)?;
         }
-        let entry = QueryEntry { name: name.to_string(), plan, inputs, state };
+        let entry = QueryEntry {
+            name: name.to_string(),
+            plan,
+            inputs,
+            state,
+        };
         self.query_ids.insert(name.to_string(), self.queries.len());
         self.queries.push(entry);
         Ok(())
@@ -226,7 +266,12 @@ impl Engine {
         })?;
         let late = late_schema(plan, &compiled, &bound.stream)?;
         let id = self.reactor.add_query(inputs, compiled.operators)?;
-        Ok(QueryState::Running { id, input: bound.stream.clone(), output: compiled.output_schema, late })
+        Ok(QueryState::Running {
+            id,
+            input: bound.stream.clone(),
+            output: compiled.output_schema,
+            late,
+        })
     }
 
     /// Fixes the schema of source `sid` from its first batch, starting pending queries. On any
@@ -278,7 +323,9 @@ impl Engine {
                 "source '{source}' has ended (flush() marks the end of input); create a new Engine to process more data"
             )));
         }
-        let Some(first) = batches.first() else { return Ok(()) };
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
         if self.sources[sid as usize].bound.is_none() {
             let schema = first.schema();
             // Validate against the would-be schema before binding it.
@@ -289,8 +336,14 @@ impl Engine {
             self.bind_source(sid, &schema)?;
         }
         let src = &self.sources[sid as usize];
-        let bound = src.bound.clone().ok_or_else(|| Error::UnknownSource(source.to_string()))?;
-        let prepared = batches.iter().map(|b| src.prepare(&bound, b)).collect::<Result<Vec<_>>>()?;
+        let bound = src
+            .bound
+            .clone()
+            .ok_or_else(|| Error::UnknownSource(source.to_string()))?;
+        let prepared = batches
+            .iter()
+            .map(|b| src.prepare(&bound, b))
+            .collect::<Result<Vec<_>>>()?;
         let budget = self.config.budget;
         for p in prepared {
             if p.batch.num_rows() == 0 {
@@ -300,18 +353,35 @@ impl Engine {
             let src = &mut self.sources[sid as usize];
             src.rows += p.batch.num_rows() as u64;
             src.batches += 1;
-            self.reactor.run(CoreMessage::Data { source: sid, batch: p.batch }, budget)?;
+            self.reactor.run(
+                CoreMessage::Data {
+                    source: sid,
+                    batch: p.batch,
+                },
+                budget,
+            )?;
             let src = &mut self.sources[sid as usize];
             // Rows beyond the future horizon are processed but do not move the watermark.
             let mut max_time = p.max_time;
             if let Some(horizon) = src.generator.horizon(now).filter(|&h| p.max_time > h) {
                 let times = p.times.values();
                 let beyond = times.iter().filter(|&&t| t > horizon).count();
-                max_time = times.iter().copied().filter(|&t| t <= horizon).max().unwrap_or(i64::MIN);
+                max_time = times
+                    .iter()
+                    .copied()
+                    .filter(|&t| t <= horizon)
+                    .max()
+                    .unwrap_or(i64::MIN);
                 src.generator.record_future_rows(beyond as u64);
             }
             if let Some(wm) = src.generator.on_batch(max_time, p.punctuation, now) {
-                self.reactor.run(CoreMessage::Watermark { source: sid, ts: wm }, budget)?;
+                self.reactor.run(
+                    CoreMessage::Watermark {
+                        source: sid,
+                        ts: wm,
+                    },
+                    budget,
+                )?;
             }
         }
         self.check_idle()
@@ -327,7 +397,12 @@ impl Engine {
         for sid in 0..self.sources.len() {
             let src = &mut self.sources[sid];
             if !src.ended && src.generator.check_idle(now) {
-                self.reactor.run(CoreMessage::SourceIdle { source: sid as SourceId }, self.config.budget)?;
+                self.reactor.run(
+                    CoreMessage::SourceIdle {
+                        source: sid as SourceId,
+                    },
+                    self.config.budget,
+                )?;
             }
         }
         Ok(())
@@ -339,7 +414,12 @@ impl Engine {
         for sid in 0..self.sources.len() {
             if !self.sources[sid].ended {
                 self.sources[sid].ended = true;
-                self.reactor.run(CoreMessage::EndOfInput { source: sid as SourceId }, self.config.budget)?;
+                self.reactor.run(
+                    CoreMessage::EndOfInput {
+                        source: sid as SourceId,
+                    },
+                    self.config.budget,
+                )?;
             }
         }
         Ok(())
@@ -357,25 +437,44 @@ impl Engine {
     }
 
     fn running(&self, query: &str) -> Result<Option<(QueryId, SchemaRef, SchemaRef)>> {
-        let q = self.query_ids.get(query).ok_or_else(|| Error::InvalidPlan(format!("unknown query '{query}'")))?;
+        let q = self
+            .query_ids
+            .get(query)
+            .ok_or_else(|| Error::InvalidPlan(format!("unknown query '{query}'")))?;
         match &self.queries[*q].state {
-            QueryState::Running { id, output, late, .. } => Ok(Some((*id, output.clone(), late.clone()))),
+            QueryState::Running {
+                id, output, late, ..
+            } => Ok(Some((*id, output.clone(), late.clone()))),
             QueryState::Pending => Ok(None),
-            QueryState::Failed(m) => Err(Error::InvalidPlan(format!("query '{query}' failed to start: {m}"))),
+            QueryState::Failed(m) => Err(Error::InvalidPlan(format!(
+                "query '{query}' failed to start: {m}"
+            ))),
         }
     }
 
     /// Moves the query's new results out (without the hidden column). Empty while pending.
     pub fn take_output(&mut self, query: &str) -> Result<Vec<RecordBatch>> {
         self.check_idle()?;
-        let Some((id, schema, _)) = self.running(query)? else { return Ok(Vec::new()) };
-        self.reactor.take_output(id).into_iter().map(|b| strip_batch(b, &schema)).collect()
+        let Some((id, schema, _)) = self.running(query)? else {
+            return Ok(Vec::new());
+        };
+        self.reactor
+            .take_output(id)
+            .into_iter()
+            .map(|b| strip_batch(b, &schema))
+            .collect()
     }
 
     /// Moves the query's new late rows out (without the hidden column).
     pub fn take_late(&mut self, query: &str) -> Result<Vec<RecordBatch>> {
-        let Some((id, _, late)) = self.running(query)? else { return Ok(Vec::new()) };
-        self.reactor.take_late(id).into_iter().map(|b| strip_batch(b, &late)).collect()
+        let Some((id, _, late)) = self.running(query)? else {
+            return Ok(Vec::new());
+        };
+        self.reactor
+            .take_late(id)
+            .into_iter()
+            .map(|b| strip_batch(b, &late))
+            .collect()
     }
 
     /// Result schema of a query (`None` while it waits for a schema).
@@ -414,13 +513,21 @@ impl Engine {
                     QueryState::Running { id, .. } => {
                         let m = self.reactor.query_metrics(*id).unwrap_or_default();
                         // Every input ended: the watermark is +infinity and nothing is open.
-                        let state = if m.watermark == Some(Timestamp::MAX) { "finished" } else { "running" };
+                        let state = if m.watermark == Some(Timestamp::MAX) {
+                            "finished"
+                        } else {
+                            "running"
+                        };
                         (state.to_string(), m)
                     }
                     QueryState::Pending => ("pending".to_string(), QueryMetrics::default()),
                     QueryState::Failed(m) => (format!("failed: {m}"), QueryMetrics::default()),
                 };
-                QueryReport { name: q.name.clone(), state, metrics }
+                QueryReport {
+                    name: q.name.clone(),
+                    state,
+                    metrics,
+                }
             })
             .collect()
     }

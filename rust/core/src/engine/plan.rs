@@ -75,7 +75,15 @@ impl QueryPlan {
 
     /// Whether any step routes late rows to a side output.
     pub fn has_late_output(&self) -> bool {
-        self.ops.iter().any(|o| matches!(o, OpSpec::WindowAggregate { late: LatePolicy::SideOutput, .. }))
+        self.ops.iter().any(|o| {
+            matches!(
+                o,
+                OpSpec::WindowAggregate {
+                    late: LatePolicy::SideOutput,
+                    ..
+                }
+            )
+        })
     }
 }
 
@@ -110,7 +118,14 @@ pub fn compile(plan: &QueryPlan, input: SchemaRef, time_type: &DataType) -> Resu
         let next: Box<dyn Operator> = match op {
             OpSpec::Filter { predicate } => Box::new(Filter::new(predicate, schema.clone())?),
             OpSpec::Select { columns } => Box::new(Project::new(columns, schema.clone())?),
-            OpSpec::WindowAggregate { window, keys, aggs, allowed_lateness_ms, late, emit: _ } => {
+            OpSpec::WindowAggregate {
+                window,
+                keys,
+                aggs,
+                allowed_lateness_ms,
+                late,
+                emit: _,
+            } => {
                 let WindowSpec::Tumbling { size_ms, offset_ms } = window;
                 Box::new(WindowAggregate::new(
                     Tumbling::new(*size_ms, *offset_ms)?,
@@ -127,8 +142,16 @@ pub fn compile(plan: &QueryPlan, input: SchemaRef, time_type: &DataType) -> Resu
         operators.push(next);
     }
     let output_is_stream = operators.last().is_some_and(|o| o.emits_stream());
-    let output_schema = if output_is_stream { super::strip_schema(&schema) } else { schema };
-    Ok(Compiled { operators, output_schema, output_is_stream })
+    let output_schema = if output_is_stream {
+        super::strip_schema(&schema)
+    } else {
+        schema
+    };
+    Ok(Compiled {
+        operators,
+        output_schema,
+        output_is_stream,
+    })
 }
 
 fn op_name(op: &OpSpec) -> &'static str {

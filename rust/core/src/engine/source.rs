@@ -60,7 +60,8 @@ pub(crate) struct Source {
 
 impl Source {
     pub fn new(config: SourceConfig, now_ms: i64) -> Result<Self> {
-        if config.watermark == WatermarkStrategy::Punctuated && config.punctuation_column.is_none() {
+        if config.watermark == WatermarkStrategy::Punctuated && config.punctuation_column.is_none()
+        {
             return Err(Error::InvalidPlan(format!(
                 "source '{}': a punctuated watermark needs the column that carries it",
                 config.name
@@ -74,7 +75,14 @@ impl Source {
             },
             now_ms,
         );
-        let mut source = Source { config, bound: None, generator, ended: false, rows: 0, batches: 0 };
+        let mut source = Source {
+            config,
+            bound: None,
+            generator,
+            ended: false,
+            rows: 0,
+            batches: 0,
+        };
         if let Some(schema) = source.config.schema.clone() {
             source.bound = Some(source.bind(&schema)?);
         }
@@ -97,18 +105,26 @@ impl Source {
             });
         }
         if schema.fields().iter().any(|f| f.name() == TIME_COLUMN) {
-            return Err(Error::InvalidPlan(format!("column name '{TIME_COLUMN}' is reserved")));
+            return Err(Error::InvalidPlan(format!(
+                "column name '{TIME_COLUMN}' is reserved"
+            )));
         }
         let punct_index = match &self.config.punctuation_column {
             None => None,
             Some(p) => {
                 let i = schema.index_of(p).map_err(|_| {
-                    Error::column_not_found(p, &format!(" in source '{name}' (its watermark column)"), schema)
+                    Error::column_not_found(
+                        p,
+                        &format!(" in source '{name}' (its watermark column)"),
+                        schema,
+                    )
                 })?;
                 if !is_time_type(schema.field(i).data_type()) {
                     return Err(Error::ColumnType {
                         column: p.clone(),
-                        expected: "the watermark column must be int64 epoch milliseconds or a timestamp".into(),
+                        expected:
+                            "the watermark column must be int64 epoch milliseconds or a timestamp"
+                                .into(),
                         found: schema.field(i).data_type().to_string(),
                     });
                 }
@@ -118,7 +134,12 @@ impl Source {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(TIME_COLUMN, DataType::Int64, false));
         let user = Arc::new(Schema::new(schema.fields().clone()));
-        Ok(Bound { user, stream: Arc::new(Schema::new(fields)), time_index, punct_index })
+        Ok(Bound {
+            user,
+            stream: Arc::new(Schema::new(fields)),
+            time_index,
+            punct_index,
+        })
     }
 
     /// Validates `batch` against `bound` and builds the stream batch. Applies nothing.
@@ -128,9 +149,11 @@ impl Source {
         if !same_layout {
             check_same_fields(&self.config.name, &bound.user, &got)?;
         }
-        let time_col = batch.column_by_name(&self.config.time_column).ok_or_else(|| {
-            Error::column_not_found(&self.config.time_column, " (time column)", &batch.schema())
-        })?;
+        let time_col = batch
+            .column_by_name(&self.config.time_column)
+            .ok_or_else(|| {
+                Error::column_not_found(&self.config.time_column, " (time column)", &batch.schema())
+            })?;
         let times = to_event_times(time_col).map_err(|p| Error::TimeColumn {
             source_name: self.config.name.clone(),
             column: self.config.time_column.clone(),
@@ -138,11 +161,14 @@ impl Source {
         })?;
         let punctuation = match bound.punct_index {
             None => None,
-            Some(i) => max_millis(batch.column(batch.schema().index_of(bound.user.field(i).name())?)).map_err(|p| Error::TimeColumn {
-                source_name: self.config.name.clone(),
-                column: self.config.punctuation_column.clone().unwrap_or_default(),
-                problem: p.to_string(),
-            })?,
+            Some(i) => {
+                max_millis(batch.column(batch.schema().index_of(bound.user.field(i).name())?))
+                    .map_err(|p| Error::TimeColumn {
+                        source_name: self.config.name.clone(),
+                        column: self.config.punctuation_column.clone().unwrap_or_default(),
+                        problem: p.to_string(),
+                    })?
+            }
         };
         // Columns are matched by name: a batch with the same columns in another order is fine.
         let mut columns = Vec::with_capacity(bound.user.fields().len() + 1);
@@ -155,16 +181,30 @@ impl Source {
         }
         columns.push(Arc::new(times.millis.clone()));
         let batch = RecordBatch::try_new(bound.stream.clone(), columns)?;
-        Ok(Prepared { batch, times: times.millis, max_time: times.max, punctuation })
+        Ok(Prepared {
+            batch,
+            times: times.millis,
+            max_time: times.max,
+            punctuation,
+        })
     }
 }
 
 /// Compares names and types (not nullability, order or metadata) and says what differs.
 fn check_same_fields(source: &str, expected: &Schema, got: &Schema) -> Result<()> {
-    let mismatch = |detail: String| Error::SchemaMismatch { source_name: source.to_string(), detail };
+    let mismatch = |detail: String| Error::SchemaMismatch {
+        source_name: source.to_string(),
+        detail,
+    };
     for f in expected.fields() {
         match got.field_with_name(f.name()) {
-            Err(_) => return Err(mismatch(format!("column '{}' ({}) is missing", f.name(), f.data_type()))),
+            Err(_) => {
+                return Err(mismatch(format!(
+                    "column '{}' ({}) is missing",
+                    f.name(),
+                    f.data_type()
+                )))
+            }
             Ok(g) if g.data_type() != f.data_type() => {
                 return Err(mismatch(format!(
                     "column '{}' has type {} but the source has {}",
@@ -178,7 +218,11 @@ fn check_same_fields(source: &str, expected: &Schema, got: &Schema) -> Result<()
     }
     for g in got.fields() {
         if expected.field_with_name(g.name()).is_err() {
-            return Err(mismatch(format!("unexpected extra column '{}' ({})", g.name(), g.data_type())));
+            return Err(mismatch(format!(
+                "unexpected extra column '{}' ({})",
+                g.name(),
+                g.data_type()
+            )));
         }
     }
     Ok(())

@@ -62,7 +62,9 @@ enum Repr {
 fn repr_of(dt: &DataType) -> Option<Repr> {
     use DataType::*;
     match dt {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Boolean => Some(Repr::Int),
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Boolean => {
+            Some(Repr::Int)
+        }
         Timestamp(_, _) | Date32 | Date64 | Duration(_) | Time32(_) | Time64(_) => Some(Repr::Int),
         Float16 | Float32 | Float64 => Some(Repr::Float),
         _ => None,
@@ -181,9 +183,9 @@ impl Accumulator {
                 output: Field::new(&spec.name, DataType::Int64, false),
             });
         };
-        let index = schema
-            .index_of(name)
-            .map_err(|_| Error::column_not_found(name, &format!(" in aggregate '{}'", spec.name), schema))?;
+        let index = schema.index_of(name).map_err(|_| {
+            Error::column_not_found(name, &format!(" in aggregate '{}'", spec.name), schema)
+        })?;
         let input_type = schema.field(index).data_type().clone();
         let repr = match (spec.func, repr_of(&input_type)) {
             (AggFunc::Count, _) => Repr::Int,
@@ -286,7 +288,9 @@ impl Accumulator {
                 let nulls = col.nulls();
                 let values = col.values();
                 match func {
-                    AggFunc::Sum | AggFunc::Avg => slots.fold(groups, values, nulls, |a, v, _| a + v),
+                    AggFunc::Sum | AggFunc::Avg => {
+                        slots.fold(groups, values, nulls, |a, v, _| a + v)
+                    }
                     AggFunc::Min => slots.fold(groups, values, nulls, |a, v, _| a.min(v)),
                     AggFunc::Max => slots.fold(groups, values, nulls, |a, v, _| a.max(v)),
                     AggFunc::First => {
@@ -304,12 +308,18 @@ impl Accumulator {
     /// The results for `groups`, in that order, as a column of [`Accumulator::field`]'s type.
     pub fn finish(&self, groups: &[u32]) -> Result<ArrayRef> {
         let out: ArrayRef = match &self.state {
-            State::CountRows(c) => {
-                Arc::new(groups.iter().map(|&g| c[g as usize]).collect::<Int64Array>())
-            }
-            State::Int(s) if self.func == AggFunc::Count => {
-                Arc::new(groups.iter().map(|&g| s.count[g as usize]).collect::<Int64Array>())
-            }
+            State::CountRows(c) => Arc::new(
+                groups
+                    .iter()
+                    .map(|&g| c[g as usize])
+                    .collect::<Int64Array>(),
+            ),
+            State::Int(s) if self.func == AggFunc::Count => Arc::new(
+                groups
+                    .iter()
+                    .map(|&g| s.count[g as usize])
+                    .collect::<Int64Array>(),
+            ),
             State::Int(s) => Arc::new(s.gather::<Int64Array>(groups)),
             State::Float(s) if self.func == AggFunc::Avg => Arc::new(
                 groups

@@ -179,7 +179,9 @@ impl Expr {
     fn bind_names(&self, schema: &Schema, context: &str) -> Result<BoundExpr> {
         Ok(match self {
             Expr::Col(name) => BoundExpr::Column(
-                schema.index_of(name).map_err(|_| Error::column_not_found(name, context, schema))?,
+                schema
+                    .index_of(name)
+                    .map_err(|_| Error::column_not_found(name, context, schema))?,
             ),
             Expr::Lit(l) => BoundExpr::Literal(literal_array(l)),
             Expr::Binary { op, left, right } => BoundExpr::Binary(
@@ -224,8 +226,12 @@ fn common_type(l: &Value, r: &Value) -> Result<Option<DataType>> {
             DataType::Int64 | DataType::Float64 => column.is_numeric(),
             DataType::Utf8 => matches!(
                 column,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Timestamp(_, _)
-                    | DataType::Date32 | DataType::Date64
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Timestamp(_, _)
+                    | DataType::Date32
+                    | DataType::Date64
             ),
             _ => false,
         };
@@ -234,7 +240,11 @@ fn common_type(l: &Value, r: &Value) -> Result<Option<DataType>> {
                 "cannot combine a column of type {column} with a literal of type {lit}"
             )));
         }
-        Ok(Some(if is_float(lit) && !is_float(column) { DataType::Float64 } else { column.clone() }))
+        Ok(Some(if is_float(lit) && !is_float(column) {
+            DataType::Float64
+        } else {
+            column.clone()
+        }))
     };
     match (l, r) {
         (Value::Scalar(_), Value::Array(_)) => literal_into(lt, rt),
@@ -249,7 +259,10 @@ fn common_type(l: &Value, r: &Value) -> Result<Option<DataType>> {
 }
 
 fn is_float(dt: &DataType) -> bool {
-    matches!(dt, DataType::Float16 | DataType::Float32 | DataType::Float64)
+    matches!(
+        dt,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    )
 }
 
 fn datum(v: &Value) -> Box<dyn arrow_array::Datum + '_> {
@@ -261,7 +274,11 @@ fn datum(v: &Value) -> Box<dyn arrow_array::Datum + '_> {
 
 fn boolean(v: &Value, len: usize) -> Result<BooleanArray> {
     let arr = v.clone().into_array(len)?;
-    let arr = if arr.data_type() == &DataType::Boolean { arr } else { cast(&arr, &DataType::Boolean)? };
+    let arr = if arr.data_type() == &DataType::Boolean {
+        arr
+    } else {
+        cast(&arr, &DataType::Boolean)?
+    };
     Ok(arr.as_boolean().clone())
 }
 
@@ -277,7 +294,11 @@ impl BoundExpr {
                 let len = if scalar { 1 } else { batch.num_rows() };
                 let b = boolean(&v, len)?;
                 let out: ArrayRef = Arc::new(not(&b)?);
-                Ok(if scalar { Value::Scalar(out) } else { Value::Array(out) })
+                Ok(if scalar {
+                    Value::Scalar(out)
+                } else {
+                    Value::Array(out)
+                })
             }
             BoundExpr::NullTest(e, want_null) => {
                 let v = e.evaluate(batch)?;
@@ -292,8 +313,7 @@ impl BoundExpr {
             BoundExpr::Binary(op, l, r) => {
                 let mut lv = l.evaluate(batch)?;
                 let mut rv = r.evaluate(batch)?;
-                let both_scalar =
-                    matches!(lv, Value::Scalar(_)) && matches!(rv, Value::Scalar(_));
+                let both_scalar = matches!(lv, Value::Scalar(_)) && matches!(rv, Value::Scalar(_));
                 if both_scalar {
                     // Constant folding stays simple: make the left side a column of one row.
                     lv = Value::Array(lv.array().clone());
@@ -325,7 +345,11 @@ impl BoundExpr {
                         })
                     }
                 };
-                Ok(if both_scalar { Value::Scalar(out) } else { Value::Array(out) })
+                Ok(if both_scalar {
+                    Value::Scalar(out)
+                } else {
+                    Value::Array(out)
+                })
             }
         }
     }
@@ -357,12 +381,21 @@ mod tests {
         Box::new(Expr::Col(n.into()))
     }
     fn bin(op: BinaryOp, l: Box<Expr>, r: Box<Expr>) -> Expr {
-        Expr::Binary { op, left: l, right: r }
+        Expr::Binary {
+            op,
+            left: l,
+            right: r,
+        }
     }
 
     fn eval(e: &Expr) -> ArrayRef {
         let b = batch();
-        e.bind(&b.schema(), "test").unwrap().evaluate(&b).unwrap().into_array(3).unwrap()
+        e.bind(&b.schema(), "test")
+            .unwrap()
+            .evaluate(&b)
+            .unwrap()
+            .into_array(3)
+            .unwrap()
     }
 
     #[test]
@@ -370,40 +403,69 @@ mod tests {
         let e = bin(BinaryOp::Gt, col("a"), Box::new(Expr::Lit(Literal::Int(2))));
         let r = eval(&e);
         let r = r.as_boolean();
-        assert_eq!(r.iter().collect::<Vec<_>>(), vec![Some(false), Some(true), None]);
+        assert_eq!(
+            r.iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(true), None]
+        );
     }
 
     #[test]
     fn mixed_column_types_compare_as_float() {
         let e = bin(BinaryOp::Lt, col("a"), col("b"));
         let r = eval(&e);
-        assert_eq!(r.as_boolean().iter().collect::<Vec<_>>(), vec![Some(false), Some(false), None]);
+        assert_eq!(
+            r.as_boolean().iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(false), None]
+        );
     }
 
     #[test]
     fn boolean_logic_and_strings() {
         let e = bin(
             BinaryOp::And,
-            Box::new(bin(BinaryOp::Eq, col("s"), Box::new(Expr::Lit(Literal::Str("x".into()))))),
+            Box::new(bin(
+                BinaryOp::Eq,
+                col("s"),
+                Box::new(Expr::Lit(Literal::Str("x".into()))),
+            )),
             Box::new(Expr::IsNotNull(col("a"))),
         );
         let r = eval(&e);
-        assert_eq!(r.as_boolean().iter().collect::<Vec<_>>(), vec![Some(true), Some(false), Some(false)]);
+        assert_eq!(
+            r.as_boolean().iter().collect::<Vec<_>>(),
+            vec![Some(true), Some(false), Some(false)]
+        );
     }
 
     #[test]
     fn arithmetic() {
-        let e = bin(BinaryOp::Mul, col("b"), Box::new(Expr::Lit(Literal::Int(2))));
+        let e = bin(
+            BinaryOp::Mul,
+            col("b"),
+            Box::new(Expr::Lit(Literal::Int(2))),
+        );
         let r = eval(&e);
-        assert_eq!(r.as_primitive::<arrow_array::types::Float64Type>().values().to_vec(), vec![1.0, 5.0, 18.0]);
+        assert_eq!(
+            r.as_primitive::<arrow_array::types::Float64Type>()
+                .values()
+                .to_vec(),
+            vec![1.0, 5.0, 18.0]
+        );
     }
 
     #[test]
     fn errors_at_bind_time() {
         let b = batch();
         let missing = bin(BinaryOp::Gt, col("nope"), col("a"));
-        assert!(matches!(missing.bind(&b.schema(), "filter"), Err(Error::ColumnNotFound { .. })));
-        let bad = bin(BinaryOp::Gt, col("s"), Box::new(Expr::Lit(Literal::Bool(true))));
+        assert!(matches!(
+            missing.bind(&b.schema(), "filter"),
+            Err(Error::ColumnNotFound { .. })
+        ));
+        let bad = bin(
+            BinaryOp::Gt,
+            col("s"),
+            Box::new(Expr::Lit(Literal::Bool(true))),
+        );
         assert!(bad.bind(&b.schema(), "filter").is_err());
     }
 }

@@ -29,7 +29,10 @@ impl Filter {
                 "filter predicate must be boolean, but it evaluates to {dt}; compare a column, e.g. lm.col(\"x\") > 0"
             )));
         }
-        Ok(Filter { predicate: bound, schema })
+        Ok(Filter {
+            predicate: bound,
+            schema,
+        })
     }
 }
 
@@ -45,9 +48,8 @@ impl Operator for Filter {
     fn process(&mut self, input: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
         let mask = match self.predicate.evaluate(input)? {
             Value::Scalar(s) => {
-                let keep = s.data_type() == &DataType::Boolean
-                    && s.is_valid(0)
-                    && s.as_boolean().value(0);
+                let keep =
+                    s.data_type() == &DataType::Boolean && s.is_valid(0) && s.as_boolean().value(0);
                 if keep {
                     ctx.emit(input.clone());
                 }

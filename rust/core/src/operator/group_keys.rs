@@ -44,9 +44,8 @@ impl GroupIds {
             self.window[g as usize] = window;
             return Ok(g);
         }
-        let g = u32::try_from(self.window.len()).map_err(|_| {
-            Error::Overflow("more than 4 billion groups held open at once".into())
-        })?;
+        let g = u32::try_from(self.window.len())
+            .map_err(|_| Error::Overflow("more than 4 billion groups held open at once".into()))?;
         self.window.push(window);
         Ok(g)
     }
@@ -94,7 +93,9 @@ impl GroupKeys {
             if !RowConverter::supports_fields(&[SortField::new(dt.clone())]) || dt.is_floating() {
                 return Err(Error::ColumnType {
                     column: k.clone(),
-                    expected: "group_by keys must be integers, strings, booleans, dates or timestamps".into(),
+                    expected:
+                        "group_by keys must be integers, strings, booleans, dates or timestamps"
+                            .into(),
                     found: dt.to_string(),
                 });
             }
@@ -154,7 +155,10 @@ impl GroupKeys {
 
 fn is_int_key(dt: &DataType) -> bool {
     use DataType::*;
-    matches!(dt, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Timestamp(_, _))
+    matches!(
+        dt,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Timestamp(_, _)
+    )
 }
 
 /// Table for no key or a single integer key.
@@ -193,7 +197,9 @@ impl IntKeys {
         created: &mut Vec<u32>,
     ) -> Result<()> {
         let column: Option<ArrayRef> = match self.column {
-            Some(c) if batch.column(c).data_type() == &DataType::Int64 => Some(batch.column(c).clone()),
+            Some(c) if batch.column(c).data_type() == &DataType::Int64 => {
+                Some(batch.column(c).clone())
+            }
             Some(c) => Some(cast(batch.column(c), &DataType::Int64)?),
             None => None,
         };
@@ -202,7 +208,13 @@ impl IntKeys {
             None => &[],
         };
         let nulls = column.as_ref().and_then(|c| c.logical_nulls());
-        let IntKeys { hasher, table, key, null, .. } = self;
+        let IntKeys {
+            hasher,
+            table,
+            key,
+            null,
+            ..
+        } = self;
         for (i, &w) in starts.iter().enumerate() {
             let (k, n) = match (values.get(i), &nulls) {
                 (Some(_), Some(ns)) if ns.is_null(i) => (0, true),
@@ -246,7 +258,9 @@ impl IntKeys {
     }
 
     fn finish(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
-        let Some(field) = self.fields.first() else { return Ok(Vec::new()) };
+        let Some(field) = self.fields.first() else {
+            return Ok(Vec::new());
+        };
         let keys: Int64Array = groups
             .iter()
             .map(|&g| (!self.null[g as usize]).then(|| self.key[g as usize]))
@@ -268,7 +282,10 @@ pub struct RowKeys {
 
 impl RowKeys {
     fn new(columns: Vec<usize>, fields: Vec<Field>) -> Result<Self> {
-        let sort_fields = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let sort_fields = fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
         Ok(RowKeys {
             columns,
             fields,
@@ -287,9 +304,18 @@ impl RowKeys {
         out: &mut Vec<u32>,
         created: &mut Vec<u32>,
     ) -> Result<()> {
-        let cols: Vec<ArrayRef> = self.columns.iter().map(|&c| batch.column(c).clone()).collect();
+        let cols: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|&c| batch.column(c).clone())
+            .collect();
         let rows = self.converter.convert_columns(&cols)?;
-        let RowKeys { hasher, table, bytes, .. } = self;
+        let RowKeys {
+            hasher,
+            table,
+            bytes,
+            ..
+        } = self;
         for (i, &w) in starts.iter().enumerate() {
             let row = rows.row(i);
             let k = row.as_ref();
@@ -318,7 +344,9 @@ impl RowKeys {
     }
 
     fn remove(&mut self, g: u32, ids: &GroupIds) {
-        let h = self.hasher.hash_one((ids.window(g), self.bytes[g as usize].as_slice()));
+        let h = self
+            .hasher
+            .hash_one((ids.window(g), self.bytes[g as usize].as_slice()));
         if let Ok(entry) = self.table.find_entry(h, |&x| x == g) {
             entry.remove();
         }
@@ -326,7 +354,9 @@ impl RowKeys {
 
     fn finish(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
         let parser = self.converter.parser();
-        let rows = groups.iter().map(|&g| parser.parse(&self.bytes[g as usize]));
+        let rows = groups
+            .iter()
+            .map(|&g| parser.parse(&self.bytes[g as usize]));
         Ok(self.converter.convert_rows(rows)?)
     }
 }

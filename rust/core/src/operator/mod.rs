@@ -67,7 +67,13 @@ impl<'a> OperatorContext<'a> {
         output: &'a mut Vec<RecordBatch>,
         late: &'a mut Vec<RecordBatch>,
     ) -> Self {
-        OperatorContext { watermark, operator, timers, output, late }
+        OperatorContext {
+            watermark,
+            operator,
+            timers,
+            output,
+            late,
+        }
     }
 
     /// The query's combined watermark in force for this call (`None`: no watermark yet).
@@ -91,7 +97,13 @@ impl<'a> OperatorContext<'a> {
 
     /// Registers an event-time timer that fires `on_timer` once the watermark reaches `deadline`.
     pub fn register_timer(&mut self, deadline: Timestamp, key: i64) -> TimerId {
-        self.timers.insert(deadline, TimerPayload { operator: self.operator, key })
+        self.timers.insert(
+            deadline,
+            TimerPayload {
+                operator: self.operator,
+                key,
+            },
+        )
     }
 }
 

@@ -47,7 +47,11 @@ impl Project {
             bound.push(b);
         }
         fields.push(input.field(time_index).as_ref().clone());
-        Ok(Project { columns: bound, time_index, schema: Arc::new(Schema::new(fields)) })
+        Ok(Project {
+            columns: bound,
+            time_index,
+            schema: Arc::new(Schema::new(fields)),
+        })
     }
 }
 

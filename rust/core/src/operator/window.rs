@@ -42,7 +42,10 @@ impl Tumbling {
                 "tumbling window size must be between 1 ms and 100 years, got {size} ms"
             )));
         }
-        Ok(Tumbling { size, offset: offset.rem_euclid(size) })
+        Ok(Tumbling {
+            size,
+            offset: offset.rem_euclid(size),
+        })
     }
 
     /// Window length in ms.
@@ -94,7 +97,11 @@ mod tests {
     #[test]
     fn assign_paths_agree_with_start_of() {
         let w = Tumbling::new(100, 0).unwrap();
-        for times in [vec![5i64, 7, 99], vec![5, 150, 120, 99], vec![-50, 400, 5, 1000]] {
+        for times in [
+            vec![5i64, 7, 99],
+            vec![5, 150, 120, 99],
+            vec![-50, 400, 5, 1000],
+        ] {
             let (min, max) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
             let mut out = Vec::new();
             w.assign(&times, min, max, &mut out);

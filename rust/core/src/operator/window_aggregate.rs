@@ -90,7 +90,10 @@ impl WindowAggregate {
             .index_of(TIME_COLUMN)
             .map_err(|_| Error::InvalidPlan("window input has no event-time column".into()))?;
         let keys = GroupKeys::new(keys, &input)?;
-        let aggs = aggs.iter().map(|a| Accumulator::new(a, &input)).collect::<Result<Vec<_>>>()?;
+        let aggs = aggs
+            .iter()
+            .map(|a| Accumulator::new(a, &input))
+            .collect::<Result<Vec<_>>>()?;
         let mut fields = vec![
             Field::new("window_start", bound_type.clone(), false),
             Field::new("window_end", bound_type.clone(), false),
@@ -138,7 +141,10 @@ impl WindowAggregate {
         if self.window.start_of(min) > cutoff {
             return Ok(None);
         }
-        let times = batch.column(self.time_index).as_primitive::<Int64Type>().values();
+        let times = batch
+            .column(self.time_index)
+            .as_primitive::<Int64Type>()
+            .values();
         let w = self.window;
         let late = BooleanBuffer::collect_bool(times.len(), |i| w.start_of(times[i]) <= cutoff);
         let n_late = late.count_set_bits() as u64;
@@ -154,7 +160,11 @@ impl WindowAggregate {
 
     fn bound_column(&self, value: i64, len: usize) -> Result<ArrayRef> {
         let a: ArrayRef = Arc::new(Int64Array::from_value(value, len));
-        Ok(if self.bound_type == DataType::Int64 { a } else { cast(&a, &self.bound_type)? })
+        Ok(if self.bound_type == DataType::Int64 {
+            a
+        } else {
+            cast(&a, &self.bound_type)?
+        })
     }
 }
 
@@ -175,7 +185,10 @@ impl Operator for WindowAggregate {
         if input.num_rows() == 0 {
             return Ok(());
         }
-        let times = input.column(self.time_index).as_primitive::<Int64Type>().values();
+        let times = input
+            .column(self.time_index)
+            .as_primitive::<Int64Type>()
+            .values();
         let (min, _) = crate::time::convert::min_max(times);
         let on_time = match ctx.watermark() {
             Some(wm) => self.split_late(input, wm, min, ctx)?,
@@ -185,11 +198,20 @@ impl Operator for WindowAggregate {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let times = batch.column(self.time_index).as_primitive::<Int64Type>().values();
+        let times = batch
+            .column(self.time_index)
+            .as_primitive::<Int64Type>()
+            .values();
         let (min, max) = crate::time::convert::min_max(times);
         self.window.assign(times, min, max, &mut self.starts);
         self.created.clear();
-        self.keys.assign(batch, &self.starts, &mut self.ids, &mut self.groups, &mut self.created)?;
+        self.keys.assign(
+            batch,
+            &self.starts,
+            &mut self.ids,
+            &mut self.groups,
+            &mut self.created,
+        )?;
         for &g in &self.created {
             let start = self.ids.window(g);
             for a in &mut self.aggs {
@@ -198,8 +220,9 @@ impl Operator for WindowAggregate {
             match self.windows.get_mut(&start) {
                 Some(groups) => groups.push(g),
                 None => {
-                    let deadline =
-                        start.saturating_add(self.window.size()).saturating_add(self.lateness);
+                    let deadline = start
+                        .saturating_add(self.window.size())
+                        .saturating_add(self.lateness);
                     ctx.register_timer(deadline, start);
                     self.windows.insert(start, vec![g]);
                 }
@@ -220,7 +243,9 @@ impl Operator for WindowAggregate {
         start: i64,
         ctx: &mut OperatorContext<'_>,
     ) -> Result<()> {
-        let Some(groups) = self.windows.remove(&start) else { return Ok(()) };
+        let Some(groups) = self.windows.remove(&start) else {
+            return Ok(());
+        };
         let n = groups.len();
         let mut columns = Vec::with_capacity(self.schema.fields().len());
         columns.push(self.bound_column(start, n)?);

@@ -96,7 +96,12 @@ pub struct Reactor {
 impl Reactor {
     /// A reactor whose inbox holds at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
-        Reactor { inbox: VecDeque::with_capacity(capacity), capacity: capacity.max(1), queries: Vec::new(), routes: Vec::new() }
+        Reactor {
+            inbox: VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+            queries: Vec::new(),
+            routes: Vec::new(),
+        }
     }
 
     /// Adds a query reading `inputs` (sources, in tracker order) through `operators`.
@@ -106,7 +111,9 @@ impl Reactor {
         operators: Vec<Box<dyn Operator>>,
     ) -> Result<QueryId> {
         if operators.is_empty() {
-            return Err(Error::InvalidPlan("a query needs at least one operator".into()));
+            return Err(Error::InvalidPlan(
+                "a query needs at least one operator".into(),
+            ));
         }
         let id = self.queries.len();
         for (input, &s) in inputs.iter().enumerate() {
@@ -116,7 +123,8 @@ impl Reactor {
             }
             self.routes[s].push((id, input));
         }
-        self.queries.push(QueryRuntime::new(inputs.len(), operators));
+        self.queries
+            .push(QueryRuntime::new(inputs.len(), operators));
         Ok(id as QueryId)
     }
 
@@ -140,11 +148,16 @@ impl Reactor {
     pub fn poll(&mut self, budget: Budget) -> Result<PollOutcome> {
         let mut processed = 0;
         while processed < budget.messages {
-            let Some(msg) = self.inbox.pop_front() else { break };
+            let Some(msg) = self.inbox.pop_front() else {
+                break;
+            };
             processed += 1;
             self.handle(msg)?;
         }
-        Ok(PollOutcome { processed, pending: self.inbox.len() })
+        Ok(PollOutcome {
+            processed,
+            pending: self.inbox.len(),
+        })
     }
 
     /// Submits `msg` and polls until the inbox is empty: the synchronous driver used when the
@@ -188,12 +201,18 @@ impl Reactor {
 
     /// Moves the query's results out (empty if none).
     pub fn take_output(&mut self, query: QueryId) -> Vec<RecordBatch> {
-        self.queries.get_mut(query as usize).map(QueryRuntime::take_output).unwrap_or_default()
+        self.queries
+            .get_mut(query as usize)
+            .map(QueryRuntime::take_output)
+            .unwrap_or_default()
     }
 
     /// Moves the query's late rows out (empty if none).
     pub fn take_late(&mut self, query: QueryId) -> Vec<RecordBatch> {
-        self.queries.get_mut(query as usize).map(QueryRuntime::take_late).unwrap_or_default()
+        self.queries
+            .get_mut(query as usize)
+            .map(QueryRuntime::take_late)
+            .unwrap_or_default()
     }
 
     /// Counters of one query.

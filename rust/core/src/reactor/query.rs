@@ -119,8 +119,13 @@ impl QueryRuntime {
         result?;
         for i in 0..self.operators.len() {
             self.next.clear();
-            let mut ctx =
-                OperatorContext::new(Some(wm), i as u32, &mut self.timers, &mut self.next, &mut self.late);
+            let mut ctx = OperatorContext::new(
+                Some(wm),
+                i as u32,
+                &mut self.timers,
+                &mut self.next,
+                &mut self.late,
+            );
             self.operators[i].on_watermark(wm, &mut ctx)?;
             // Batches produced on a watermark continue down the chain.
             if !self.next.is_empty() {
@@ -139,8 +144,13 @@ impl QueryRuntime {
                 return Ok(());
             }
             self.next.clear();
-            let mut ctx =
-                OperatorContext::new(wm, i as u32, &mut self.timers, &mut self.next, &mut self.late);
+            let mut ctx = OperatorContext::new(
+                wm,
+                i as u32,
+                &mut self.timers,
+                &mut self.next,
+                &mut self.late,
+            );
             for b in self.current.iter() {
                 self.operators[i].process(b, &mut ctx)?;
             }

@@ -65,27 +65,30 @@ pub struct EventTimes {
 /// Converts `column` to epoch milliseconds. Int64 input is returned without copying.
 pub fn to_event_times(column: &ArrayRef) -> Result<EventTimes, TimeColumnProblem> {
     if !is_time_type(column.data_type()) {
-        return Err(TimeColumnProblem::UnsupportedType(column.data_type().clone()));
+        return Err(TimeColumnProblem::UnsupportedType(
+            column.data_type().clone(),
+        ));
     }
     if column.null_count() > 0 {
         return Err(TimeColumnProblem::Nulls(column.null_count()));
     }
-    let millis: Int64Array = match column.data_type() {
-        DataType::Int64 => column.as_primitive::<Int64Type>().clone(),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            column.as_primitive::<TimestampMillisecondType>().reinterpret_cast::<Int64Type>()
-        }
-        DataType::Timestamp(TimeUnit::Second, _) => column
-            .as_primitive::<TimestampSecondType>()
-            .unary::<_, Int64Type>(|s| s.saturating_mul(1000)),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => column
-            .as_primitive::<TimestampMicrosecondType>()
-            .unary::<_, Int64Type>(|us| us.div_euclid(1000)),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => column
-            .as_primitive::<TimestampNanosecondType>()
-            .unary::<_, Int64Type>(|ns| ns.div_euclid(1_000_000)),
-        other => return Err(TimeColumnProblem::UnsupportedType(other.clone())),
-    };
+    let millis: Int64Array =
+        match column.data_type() {
+            DataType::Int64 => column.as_primitive::<Int64Type>().clone(),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => column
+                .as_primitive::<TimestampMillisecondType>()
+                .reinterpret_cast::<Int64Type>(),
+            DataType::Timestamp(TimeUnit::Second, _) => column
+                .as_primitive::<TimestampSecondType>()
+                .unary::<_, Int64Type>(|s| s.saturating_mul(1000)),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => column
+                .as_primitive::<TimestampMicrosecondType>()
+                .unary::<_, Int64Type>(|us| us.div_euclid(1000)),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => column
+                .as_primitive::<TimestampNanosecondType>()
+                .unary::<_, Int64Type>(|ns| ns.div_euclid(1_000_000)),
+            other => return Err(TimeColumnProblem::UnsupportedType(other.clone())),
+        };
     let (min, max) = min_max(millis.values());
     if !millis.is_empty() {
         if min < MIN_EVENT_TIME {
@@ -152,7 +155,10 @@ mod tests {
     fn int64_is_zero_copy() {
         let a: ArrayRef = Arc::new(Int64Array::from(vec![5, 1, 9]));
         let t = to_event_times(&a).unwrap();
-        assert_eq!(t.millis.values().as_ptr(), a.as_primitive::<Int64Type>().values().as_ptr());
+        assert_eq!(
+            t.millis.values().as_ptr(),
+            a.as_primitive::<Int64Type>().values().as_ptr()
+        );
         assert_eq!((t.min, t.max), (1, 9));
     }
 
@@ -161,11 +167,20 @@ mod tests {
         let ns: ArrayRef = Arc::new(
             TimestampNanosecondArray::from(vec![1_500_000, -1, 2_999_999]).with_timezone("UTC"),
         );
-        assert_eq!(to_event_times(&ns).unwrap().millis.values().to_vec(), vec![1, -1, 2]);
+        assert_eq!(
+            to_event_times(&ns).unwrap().millis.values().to_vec(),
+            vec![1, -1, 2]
+        );
         let us: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_500, -1_500]));
-        assert_eq!(to_event_times(&us).unwrap().millis.values().to_vec(), vec![1, -2]);
+        assert_eq!(
+            to_event_times(&us).unwrap().millis.values().to_vec(),
+            vec![1, -2]
+        );
         let s: ArrayRef = Arc::new(TimestampSecondArray::from(vec![2]));
-        assert_eq!(to_event_times(&s).unwrap().millis.values().to_vec(), vec![2000]);
+        assert_eq!(
+            to_event_times(&s).unwrap().millis.values().to_vec(),
+            vec![2000]
+        );
     }
 
     #[test]
@@ -173,11 +188,20 @@ mod tests {
         let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None]));
         assert_eq!(to_event_times(&n).unwrap_err(), TimeColumnProblem::Nulls(1));
         let f: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
-        assert!(matches!(to_event_times(&f), Err(TimeColumnProblem::UnsupportedType(_))));
+        assert!(matches!(
+            to_event_times(&f),
+            Err(TimeColumnProblem::UnsupportedType(_))
+        ));
         let big: ArrayRef = Arc::new(Int64Array::from(vec![i64::MAX]));
-        assert!(matches!(to_event_times(&big), Err(TimeColumnProblem::OutOfRange(_))));
+        assert!(matches!(
+            to_event_times(&big),
+            Err(TimeColumnProblem::OutOfRange(_))
+        ));
         let s: ArrayRef = Arc::new(TimestampSecondArray::from(vec![i64::MIN]));
-        assert!(matches!(to_event_times(&s), Err(TimeColumnProblem::OutOfRange(_))));
+        assert!(matches!(
+            to_event_times(&s),
+            Err(TimeColumnProblem::OutOfRange(_))
+        ));
     }
 
     #[test]

@@ -129,7 +129,9 @@ impl WatermarkGenerator {
     /// leaves rows beyond it out of the maximum it passes to [`on_batch`](Self::on_batch) and
     /// reports how many with [`record_future_rows`](Self::record_future_rows).
     pub fn horizon(&self, now_proc_ms: i64) -> Option<Timestamp> {
-        self.config.max_future_ms.map(|f| now_proc_ms.saturating_add(f))
+        self.config
+            .max_future_ms
+            .map(|f| now_proc_ms.saturating_add(f))
     }
 
     /// Counts rows that were beyond the [`horizon`](Self::horizon) and so did not move the
