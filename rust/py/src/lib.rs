@@ -116,7 +116,11 @@ impl PyEngine {
     }
 }
 
-fn table<'py>(py: Python<'py>, batches: Vec<RecordBatch>, schema: SchemaRef) -> PyResult<Bound<'py, PyAny>> {
+fn table<'py>(
+    py: Python<'py>,
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+) -> PyResult<Bound<'py, PyAny>> {
     PyTable::try_new(batches, schema)?.into_pyarrow(py)
 }
 
@@ -127,7 +131,9 @@ impl PyEngine {
     fn new(inbox_capacity: usize, poll_budget: usize) -> Self {
         let config = EngineConfig {
             inbox_capacity: inbox_capacity.max(1),
-            budget: Budget { messages: poll_budget.max(1) },
+            budget: Budget {
+                messages: poll_budget.max(1),
+            },
         };
         PyEngine {
             inner: Mutex::new(Engine::new(config, Arc::new(SystemClock))),
@@ -155,7 +161,11 @@ impl PyEngine {
             "ascending" => WatermarkStrategy::Ascending,
             "punctuated" => WatermarkStrategy::Punctuated,
             other => {
-                return Err(raise(py, "QueryError", format!("unknown watermark strategy '{other}'")))
+                return Err(raise(
+                    py,
+                    "QueryError",
+                    format!("unknown watermark strategy '{other}'"),
+                ))
             }
         };
         let config = SourceConfig {
@@ -182,9 +192,13 @@ impl PyEngine {
     fn push(&self, py: Python<'_>, source: String, data: AnyRecordBatch) -> PyResult<()> {
         let reader = data.into_reader()?;
         let schema = reader.schema();
-        let mut batches: Vec<RecordBatch> = reader
-            .collect::<Result<_, _>>()
-            .map_err(|e| raise(py, "LaminarError", format!("could not read the pushed data: {e}")))?;
+        let mut batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| {
+            raise(
+                py,
+                "LaminarError",
+                format!("could not read the pushed data: {e}"),
+            )
+        })?;
         if batches.is_empty() {
             // An empty table still tells the source its schema.
             batches.push(RecordBatch::new_empty(schema));
@@ -211,7 +225,11 @@ impl PyEngine {
     }
 
     /// New results of a query as a pyarrow Table, or None while the query waits for a schema.
-    fn take_output<'py>(&self, py: Python<'py>, query: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn take_output<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (batches, schema) = self.call(py, move |e| {
             let batches = e.take_output(&query)?;
             Ok((batches, e.output_schema(&query)?))
@@ -220,7 +238,11 @@ impl PyEngine {
     }
 
     /// New late rows of a query as a pyarrow Table, or None while the query waits for a schema.
-    fn take_late<'py>(&self, py: Python<'py>, query: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn take_late<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (batches, schema) = self.call(py, move |e| {
             let batches = e.take_late(&query)?;
             Ok((batches, e.late_schema(&query)?))
@@ -229,9 +251,15 @@ impl PyEngine {
     }
 
     /// The schema of a source once known, as a pyarrow Schema.
-    fn source_schema<'py>(&self, py: Python<'py>, name: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn source_schema<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let schema = self.call(py, move |e| e.source_schema(&name))?;
-        schema.map(|s| PySchema::new(s).into_pyarrow(py)).transpose()
+        schema
+            .map(|s| PySchema::new(s).into_pyarrow(py))
+            .transpose()
     }
 
     /// Counters of sources and queries.
@@ -277,7 +305,9 @@ impl PyEngine {
 #[pyfunction]
 fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
     let engine = PyEngine::new(1, 1);
-    engine.call(py, |_| -> Result<(), Error> { panic!("deliberate test panic") })
+    engine.call(py, |_| -> Result<(), Error> {
+        panic!("deliberate test panic")
+    })
 }
 
 /// Native part of laminar.
