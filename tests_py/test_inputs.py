@@ -79,7 +79,9 @@ def test_one_source_feeds_several_queries():
     a = s.window(lm.tumbling("1s")).agg(n=lm.count()).collect("a")
     b = s.filter(lm.col("key") == 2).window(lm.tumbling("2s")).group_by("key").agg(hi=lm.max("value")).collect("b")
     c = s.filter(lm.col("value") >= 5).select("key", double=lm.col("value") * 2).collect("c")
+    d = s.collect("d")  # no steps: the rows pass through as they arrive
     s.push(table())
+    assert d.poll().equals(table())
     eng.flush()
     assert a.to_arrow()["n"].to_pylist() == [3, 2, 1]
     assert sorted(b.to_arrow().select(["window_start", "hi"]).to_pylist(), key=lambda r: r["window_start"]) == [

@@ -7,7 +7,7 @@ overloaded and raise a helpful error).
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .errors import QueryError
 
@@ -44,6 +44,17 @@ def _node(value: Any) -> dict:
     return value._node if isinstance(value, Expr) else _literal(value)
 
 
+def _operator(op: str, reflected: bool = False) -> Callable[["Expr", Any], "Expr"]:
+    """The method behind one Python operator on :class:`Expr`."""
+
+    def method(self: "Expr", other: Any) -> "Expr":
+        left, right = (_node(other), self._node) if reflected else (self._node, _node(other))
+        return Expr({"binary": {"op": op, "left": left, "right": right}})
+
+    method.__name__ = f"__{'r' if reflected else ''}{op}__"
+    return method
+
+
 class Expr:
     """A column expression. Build with :func:`col` and :func:`lit` and Python operators."""
 
@@ -66,70 +77,23 @@ class Expr:
             return self._name
         return self._node.get("col") if isinstance(self._node.get("col"), str) else None
 
-    # --- building ---------------------------------------------------------------------------
-    def _bin(self, op: str, other: Any, reflected: bool = False) -> "Expr":
-        left, right = (_node(other), self._node) if reflected else (self._node, _node(other))
-        return Expr({"binary": {"op": op, "left": left, "right": right}})
-
-    def __eq__(self, other: Any) -> "Expr":  # type: ignore[override]
-        return self._bin("eq", other)
-
-    def __ne__(self, other: Any) -> "Expr":  # type: ignore[override]
-        return self._bin("ne", other)
-
-    def __lt__(self, other: Any) -> "Expr":
-        return self._bin("lt", other)
-
-    def __le__(self, other: Any) -> "Expr":
-        return self._bin("le", other)
-
-    def __gt__(self, other: Any) -> "Expr":
-        return self._bin("gt", other)
-
-    def __ge__(self, other: Any) -> "Expr":
-        return self._bin("ge", other)
-
-    def __and__(self, other: Any) -> "Expr":
-        return self._bin("and", other)
-
-    def __rand__(self, other: Any) -> "Expr":
-        return self._bin("and", other, True)
-
-    def __or__(self, other: Any) -> "Expr":
-        return self._bin("or", other)
-
-    def __ror__(self, other: Any) -> "Expr":
-        return self._bin("or", other, True)
+    # Operators: each builds a binary node; the reflected forms (2 * col) swap the operands.
+    __eq__ = _operator("eq")  # type: ignore[assignment]
+    __ne__ = _operator("ne")  # type: ignore[assignment]
+    __lt__ = _operator("lt")
+    __le__ = _operator("le")
+    __gt__ = _operator("gt")
+    __ge__ = _operator("ge")
+    __and__, __rand__ = _operator("and"), _operator("and", reflected=True)
+    __or__, __ror__ = _operator("or"), _operator("or", reflected=True)
+    __add__, __radd__ = _operator("add"), _operator("add", reflected=True)
+    __sub__, __rsub__ = _operator("sub"), _operator("sub", reflected=True)
+    __mul__, __rmul__ = _operator("mul"), _operator("mul", reflected=True)
+    __truediv__, __rtruediv__ = _operator("div"), _operator("div", reflected=True)
+    __mod__ = _operator("mod")
 
     def __invert__(self) -> "Expr":
         return Expr({"not": self._node})
-
-    def __add__(self, other: Any) -> "Expr":
-        return self._bin("add", other)
-
-    def __radd__(self, other: Any) -> "Expr":
-        return self._bin("add", other, True)
-
-    def __sub__(self, other: Any) -> "Expr":
-        return self._bin("sub", other)
-
-    def __rsub__(self, other: Any) -> "Expr":
-        return self._bin("sub", other, True)
-
-    def __mul__(self, other: Any) -> "Expr":
-        return self._bin("mul", other)
-
-    def __rmul__(self, other: Any) -> "Expr":
-        return self._bin("mul", other, True)
-
-    def __truediv__(self, other: Any) -> "Expr":
-        return self._bin("div", other)
-
-    def __rtruediv__(self, other: Any) -> "Expr":
-        return self._bin("div", other, True)
-
-    def __mod__(self, other: Any) -> "Expr":
-        return self._bin("mod", other)
 
     def is_null(self) -> "Expr":
         """True where the value is null."""

@@ -110,8 +110,6 @@ class Stream(_Plan):
     def collect(self, name: Optional[str] = None) -> "QueryResult":
         """Runs the stream as a query and returns its live result handle (rows pass through as
         they arrive)."""
-        if not self._ops:
-            self = Stream(self._engine, self._inputs, ({"op": "filter", "predicate": {"lit": {"bool": True}}},))
         return self._register(name)
 
     def group_by(self, *keys: str) -> Any:

@@ -238,7 +238,7 @@ fn single_event_tumbling(c: &mut Criterion) {
     let stream_schema = one_row_stream_batch().schema();
     let compiled = compile(&plan, stream_schema.clone(), &DataType::Int64).expect("compile");
     let mut reactor = Reactor::new(1024);
-    let q = reactor.add_query(&[0], compiled.operators).expect("query");
+    let q = reactor.add_query(&[0], compiled.operators);
     let mut events: Vec<RecordBatch> = Vec::with_capacity(EVENT_CHUNK as usize);
     let mut ts: i64 = 0;
     group.bench_function("reactor_process_one_row", |b| {

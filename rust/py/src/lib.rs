@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use laminar_core::engine::{Engine, EngineConfig, QueryPlan, SourceConfig};
+use laminar_core::engine::{Engine, EngineConfig, Outbox, QueryPlan, SourceConfig};
 use laminar_core::reactor::Budget;
 use laminar_core::time::clock::SystemClock;
 use laminar_core::time::watermark::WatermarkStrategy;
@@ -113,6 +113,20 @@ impl PyEngine {
                 "this engine hit an internal error earlier and can no longer be used; create a new Engine".into(),
             ),
         })
+    }
+}
+
+impl PyEngine {
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+        outbox: Outbox,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let taken = self.call(py, move |e| e.take(&query, outbox))?;
+        taken
+            .map(|(schema, batches)| table(py, batches, schema))
+            .transpose()
     }
 }
 
@@ -230,11 +244,7 @@ impl PyEngine {
         py: Python<'py>,
         query: String,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let (batches, schema) = self.call(py, move |e| {
-            let batches = e.take_output(&query)?;
-            Ok((batches, e.output_schema(&query)?))
-        })?;
-        schema.map(|s| table(py, batches, s)).transpose()
+        self.take(py, query, Outbox::Results)
     }
 
     /// New late rows of a query as a pyarrow Table, or None while the query waits for a schema.
@@ -243,11 +253,7 @@ impl PyEngine {
         py: Python<'py>,
         query: String,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let (batches, schema) = self.call(py, move |e| {
-            let batches = e.take_late(&query)?;
-            Ok((batches, e.late_schema(&query)?))
-        })?;
-        schema.map(|s| table(py, batches, s)).transpose()
+        self.take(py, query, Outbox::Late)
     }
 
     /// The schema of a source once known, as a pyarrow Schema.

@@ -25,6 +25,7 @@ pub use source::SourceConfig;
 use crate::error::{Error, Result};
 use crate::reactor::{Budget, CoreMessage, QueryId, QueryMetrics, Reactor, SourceId};
 use crate::time::clock::{Clock, SystemClock};
+use crate::time::convert::max_at_or_below;
 use crate::time::Timestamp;
 use source::{Bound, Source};
 
@@ -49,11 +50,24 @@ pub fn strip_schema(schema: &Schema) -> SchemaRef {
 }
 
 fn strip_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|&i| !is_hidden_column(batch.schema().field(i).name()))
+    let columns = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| !is_hidden_column(f.name()))
+        .map(|(_, c)| c.clone())
         .collect();
-    let columns = keep.iter().map(|&i| batch.column(i).clone()).collect();
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Which rows of a query [`Engine::take`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbox {
+    /// The query's results.
+    Results,
+    /// Rows that arrived after their window closed (late policy "side output").
+    Late,
 }
 
 /// Engine settings.
@@ -265,7 +279,7 @@ impl Engine {
             other => other,
         })?;
         let late = late_schema(plan, &compiled, &bound.stream)?;
-        let id = self.reactor.add_query(inputs, compiled.operators)?;
+        let id = self.reactor.add_query(inputs, compiled.operators);
         Ok(QueryState::Running {
             id,
             input: bound.stream.clone(),
@@ -276,8 +290,7 @@ impl Engine {
 
     /// Fixes the schema of source `sid` from its first batch, starting pending queries. On any
     /// error nothing changes except that a query that cannot run on this schema is marked failed.
-    fn bind_source(&mut self, sid: SourceId, schema: &SchemaRef) -> Result<()> {
-        let bound = self.sources[sid as usize].bind(schema)?;
+    fn bind_source(&mut self, sid: SourceId, bound: Bound) -> Result<()> {
         let time_type = bound.user.field(bound.time_index).data_type().clone();
         for q in 0..self.queries.len() {
             if !self.queries[q].inputs.contains(&sid) {
@@ -326,24 +339,20 @@ impl Engine {
         let Some(first) = batches.first() else {
             return Ok(());
         };
-        if self.sources[sid as usize].bound.is_none() {
-            let schema = first.schema();
-            // Validate against the would-be schema before binding it.
-            let bound = self.sources[sid as usize].bind(&schema)?;
-            for b in batches {
-                self.sources[sid as usize].prepare(&bound, b)?;
-            }
-            self.bind_source(sid, &schema)?;
-        }
+        // Every batch is validated against the source's schema (or, on the first push, the
+        // schema the first batch would fix) before anything is applied.
         let src = &self.sources[sid as usize];
-        let bound = src
-            .bound
-            .clone()
-            .ok_or_else(|| Error::UnknownSource(source.to_string()))?;
+        let (bound, fresh) = match &src.bound {
+            Some(b) => (b.clone(), false),
+            None => (src.bind(&first.schema())?, true),
+        };
         let prepared = batches
             .iter()
             .map(|b| src.prepare(&bound, b))
             .collect::<Result<Vec<_>>>()?;
+        if fresh {
+            self.bind_source(sid, bound)?;
+        }
         let budget = self.config.budget;
         for p in prepared {
             if p.batch.num_rows() == 0 {
@@ -364,15 +373,9 @@ impl Engine {
             // Rows beyond the future horizon are processed but do not move the watermark.
             let mut max_time = p.max_time;
             if let Some(horizon) = src.generator.horizon(now).filter(|&h| p.max_time > h) {
-                let times = p.times.values();
-                let beyond = times.iter().filter(|&&t| t > horizon).count();
-                max_time = times
-                    .iter()
-                    .copied()
-                    .filter(|&t| t <= horizon)
-                    .max()
-                    .unwrap_or(i64::MIN);
-                src.generator.record_future_rows(beyond as u64);
+                let (within, beyond) = max_at_or_below(p.times.values(), horizon);
+                max_time = within.unwrap_or(Timestamp::MIN);
+                src.generator.record_future_rows(beyond);
             }
             if let Some(wm) = src.generator.on_batch(max_time, p.punctuation, now) {
                 self.reactor.run(
@@ -452,29 +455,44 @@ impl Engine {
         }
     }
 
-    /// Moves the query's new results out (without the hidden column). Empty while pending.
-    pub fn take_output(&mut self, query: &str) -> Result<Vec<RecordBatch>> {
-        self.check_idle()?;
-        let Some((id, schema, _)) = self.running(query)? else {
-            return Ok(Vec::new());
+    /// Moves the new rows of one of the query's outboxes out, with their schema (hidden
+    /// column removed). `None` while the query waits for a schema.
+    pub fn take(
+        &mut self,
+        query: &str,
+        outbox: Outbox,
+    ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        if outbox == Outbox::Results {
+            self.check_idle()?;
+        }
+        let Some((id, output, late)) = self.running(query)? else {
+            return Ok(None);
         };
-        self.reactor
-            .take_output(id)
+        let (schema, batches) = match outbox {
+            Outbox::Results => (output, self.reactor.take_output(id)),
+            Outbox::Late => (late, self.reactor.take_late(id)),
+        };
+        let batches = batches
             .into_iter()
             .map(|b| strip_batch(b, &schema))
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(Some((schema, batches)))
+    }
+
+    /// Moves the query's new results out (without the hidden column). Empty while pending.
+    pub fn take_output(&mut self, query: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self
+            .take(query, Outbox::Results)?
+            .map(|(_, b)| b)
+            .unwrap_or_default())
     }
 
     /// Moves the query's new late rows out (without the hidden column).
     pub fn take_late(&mut self, query: &str) -> Result<Vec<RecordBatch>> {
-        let Some((id, _, late)) = self.running(query)? else {
-            return Ok(Vec::new());
-        };
-        self.reactor
-            .take_late(id)
-            .into_iter()
-            .map(|b| strip_batch(b, &late))
-            .collect()
+        Ok(self
+            .take(query, Outbox::Late)?
+            .map(|(_, b)| b)
+            .unwrap_or_default())
     }
 
     /// Result schema of a query (`None` while it waits for a schema).

@@ -100,9 +100,6 @@ pub struct Compiled {
 /// Compiles `plan` over a stream with schema `input` whose user time column had type
 /// `time_type`.
 pub fn compile(plan: &QueryPlan, input: SchemaRef, time_type: &DataType) -> Result<Compiled> {
-    if plan.ops.is_empty() {
-        return Err(Error::InvalidPlan("the query has no steps".into()));
-    }
     let mut schema = input;
     let mut operators: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.ops.len());
     for (i, op) in plan.ops.iter().enumerate() {
@@ -141,7 +138,8 @@ pub fn compile(plan: &QueryPlan, input: SchemaRef, time_type: &DataType) -> Resu
         schema = next.output_schema();
         operators.push(next);
     }
-    let output_is_stream = operators.last().is_some_and(|o| o.emits_stream());
+    // No steps at all: the source's rows pass through as they arrive.
+    let output_is_stream = operators.last().is_none_or(|o| o.emits_stream());
     let output_schema = if output_is_stream {
         super::strip_schema(&schema)
     } else {

@@ -189,7 +189,7 @@ impl Operator for WindowAggregate {
             .column(self.time_index)
             .as_primitive::<Int64Type>()
             .values();
-        let (min, _) = crate::time::convert::min_max(times);
+        let (mut min, mut max) = crate::time::convert::min_max(times);
         let on_time = match ctx.watermark() {
             Some(wm) => self.split_late(input, wm, min, ctx)?,
             None => None,
@@ -202,7 +202,10 @@ impl Operator for WindowAggregate {
             .column(self.time_index)
             .as_primitive::<Int64Type>()
             .values();
-        let (min, max) = crate::time::convert::min_max(times);
+        if on_time.is_some() {
+            // Late rows were split off: the extremes of what is left.
+            (min, max) = crate::time::convert::min_max(times);
+        }
         self.window.assign(times, min, max, &mut self.starts);
         self.created.clear();
         self.keys.assign(
@@ -231,9 +234,6 @@ impl Operator for WindowAggregate {
         for a in &mut self.aggs {
             a.update(&self.groups, batch)?;
         }
-        self.metrics.open_windows = self.windows.len() as u64;
-        self.metrics.live_groups = self.ids.live() as u64;
-        self.metrics.peak_groups = self.ids.peak() as u64;
         Ok(())
     }
 
@@ -258,13 +258,16 @@ impl Operator for WindowAggregate {
             self.keys.remove(g, &self.ids);
             self.ids.release(g);
         }
-        self.metrics.open_windows = self.windows.len() as u64;
-        self.metrics.live_groups = self.ids.live() as u64;
         ctx.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
     }
 
     fn metrics(&self) -> OperatorMetrics {
-        self.metrics
+        OperatorMetrics {
+            open_windows: self.windows.len() as u64,
+            live_groups: self.ids.live() as u64,
+            peak_groups: self.ids.peak() as u64,
+            ..self.metrics
+        }
     }
 }

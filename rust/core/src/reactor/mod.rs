@@ -24,7 +24,7 @@ use arrow_array::RecordBatch;
 
 pub use query::{QueryMetrics, QueryRuntime};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::operator::Operator;
 use crate::time::Timestamp;
 
@@ -104,17 +104,9 @@ impl Reactor {
         }
     }
 
-    /// Adds a query reading `inputs` (sources, in tracker order) through `operators`.
-    pub fn add_query(
-        &mut self,
-        inputs: &[SourceId],
-        operators: Vec<Box<dyn Operator>>,
-    ) -> Result<QueryId> {
-        if operators.is_empty() {
-            return Err(Error::InvalidPlan(
-                "a query needs at least one operator".into(),
-            ));
-        }
+    /// Adds a query reading `inputs` (sources, in tracker order) through `operators` (none:
+    /// the rows pass through to the query's output).
+    pub fn add_query(&mut self, inputs: &[SourceId], operators: Vec<Box<dyn Operator>>) -> QueryId {
         let id = self.queries.len();
         for (input, &s) in inputs.iter().enumerate() {
             let s = s as usize;
@@ -125,7 +117,7 @@ impl Reactor {
         }
         self.queries
             .push(QueryRuntime::new(inputs.len(), operators));
-        Ok(id as QueryId)
+        id as QueryId
     }
 
     /// Queues a message. Fails (and hands the message back) when the inbox is full: the

@@ -122,6 +122,21 @@ pub fn max_millis(column: &ArrayRef) -> Result<Option<Timestamp>, TimeColumnProb
     Ok(ms.map(|v| v.clamp(MIN_EVENT_TIME, MAX_EVENT_TIME)))
 }
 
+/// Largest value not above `limit` (`None` if there is none) and how many values are above it,
+/// in one pass. Used for the future horizon: rows beyond it do not move the watermark.
+pub fn max_at_or_below(values: &[i64], limit: i64) -> (Option<i64>, u64) {
+    let mut max = i64::MIN;
+    let mut beyond = 0u64;
+    let mut any = false;
+    for &v in values {
+        let above = v > limit;
+        beyond += above as u64;
+        any |= !above;
+        max = if above { max } else { max.max(v) };
+    }
+    (any.then_some(max), beyond)
+}
+
 /// Minimum and maximum of a slice in one pass (`(i64::MAX, i64::MIN)` when empty). Written as
 /// two independent reductions so the compiler vectorises it.
 pub fn min_max(values: &[i64]) -> (i64, i64) {
@@ -202,6 +217,14 @@ mod tests {
             to_event_times(&s),
             Err(TimeColumnProblem::OutOfRange(_))
         ));
+    }
+
+    #[test]
+    fn max_at_or_below_splits_at_the_limit() {
+        assert_eq!(max_at_or_below(&[5, 100, 7, 200], 50), (Some(7), 2));
+        assert_eq!(max_at_or_below(&[100, 200], 50), (None, 2));
+        assert_eq!(max_at_or_below(&[1, 50], 50), (Some(50), 0));
+        assert_eq!(max_at_or_below(&[], 0), (None, 0));
     }
 
     #[test]
