@@ -38,12 +38,27 @@ def test_late_rows_to_side_output():
 def test_allowed_lateness_updates_window_before_it_closes():
     eng = lm.Engine()
     s = eng.source("s", time="ts")
-    out = s.window(lm.tumbling("1s"), allowed_lateness="500ms").agg(n=lm.count()).collect("q")
+    out = (s.window(lm.tumbling("1s"), allowed_lateness="500ms").agg(n=lm.count())
+           .emit(lm.final()).collect("q"))
     s.push({"ts": [100, 1200]})   # wm 1200 < 1000 + 500: window [0,1s) still open
     assert out.poll().num_rows == 0
     s.push({"ts": [300]})         # behind the watermark, but inside the allowed lateness
     s.push({"ts": [1500]})        # wm 1500: window [0,1s) closes now
     assert out.poll().to_pylist() == [{"window_start": 0, "window_end": 1000, "n": 2}]
+    s.push({"ts": [400]})         # too late now
+    assert eng.metrics()["queries"]["q"]["late_dropped"] == 1
+
+
+def test_on_window_close_fires_at_end_then_refires_for_allowed_late_rows():
+    eng = lm.Engine()
+    s = eng.source("s", time="ts")
+    out = s.window(lm.tumbling("1s"), allowed_lateness="500ms").agg(n=lm.count()).collect("q")
+    s.push({"ts": [100, 1200]})   # wm 1200 >= 1000: window [0,1s) fires
+    assert out.poll().to_pylist() == [{"window_start": 0, "window_end": 1000, "n": 1}]
+    s.push({"ts": [300]})         # allowed late row: the updated row again, after this push
+    assert out.poll().to_pylist() == [{"window_start": 0, "window_end": 1000, "n": 2}]
+    s.push({"ts": [1500]})        # wm 1500: [0,1s) closes without a new row
+    assert out.poll().to_pylist() == []
     s.push({"ts": [400]})         # too late now
     assert eng.metrics()["queries"]["q"]["late_dropped"] == 1
 

@@ -80,7 +80,7 @@ def test_tumbling_matches_reference(sc):
     def build(src):
         return (src.window(lm.tumbling(sc["size"], offset=sc["offset"]),
                            allowed_lateness=sc["lateness"], late="side")
-                .group_by(*keys).agg(**lm_aggs()))
+                .group_by(*keys).agg(**lm_aggs()).emit(lm.final()))
 
     got, late, metrics = run_in_batches(
         build, batches, watermark=lm.bounded_delay(sc["delay"]), schema=sc["schema"], with_late=True)

@@ -18,7 +18,7 @@ or, for finite data, ``lm.run(q, df)``.
 from . import errors
 from ._durations import Duration
 from ._laminar import __version__
-from .engine import Engine, Source
+from .engine import Engine, LookupTable, Source
 from .errors import LaminarError
 from .expr import Expr, col, lit
 from .query import GroupedWindow, Query, QueryResult, Stream, WindowedStream
@@ -31,22 +31,28 @@ from .specs import (
     ascending,
     avg,
     bounded_delay,
+    changelog,
     count,
+    final,
     first,
     last,
     max,
     min,
+    on_update,
     on_window_close,
+    periodic,
     punctuated,
+    session,
+    sliding,
     sum,
     tumbling,
 )
 
 __all__ = [
     "__version__", "errors", "LaminarError", "Duration",
-    "Engine", "Source", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
+    "Engine", "Source", "LookupTable", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
     "Expr", "col", "lit",
-    "Window", "tumbling", "Watermark", "bounded_delay", "ascending", "punctuated",
+    "Window", "tumbling", "sliding", "session", "Watermark", "bounded_delay", "ascending", "punctuated",
     "Agg", "count", "sum", "min", "max", "avg", "first", "last",
-    "Emit", "on_window_close",
+    "Emit", "on_window_close", "final", "on_update", "periodic", "changelog",
 ]

@@ -18,8 +18,18 @@ _UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "min": 60_00
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|min|s|m|h|d|w)")
 
 
-def to_millis(value: Duration, what: str = "duration", *, allow_zero: bool = True) -> int:
-    """Converts a duration to whole milliseconds, or raises :class:`DurationError`."""
+def to_millis(
+    value: Duration, what: str = "duration", *, allow_zero: bool = True, allow_negative: bool = False
+) -> int:
+    """Converts a duration to whole milliseconds, or raises :class:`DurationError`.
+    With ``allow_negative``, a leading ``-`` (or a negative int/timedelta) is accepted."""
+    if allow_negative:
+        if isinstance(value, str) and value.strip().startswith("-"):
+            return -to_millis(value.strip()[1:], what, allow_zero=True)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            return value
+        if isinstance(value, timedelta) and value < timedelta(0):
+            return -to_millis(-value, what, allow_zero=True)
     if isinstance(value, bool):
         raise DurationError(f"{what}: expected a duration like '200ms', got {value!r}")
     if isinstance(value, int):

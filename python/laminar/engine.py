@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pyarrow as pa
 
@@ -15,7 +15,7 @@ from .errors import EngineClosedError, NameConflictError, QueryError
 from .query import QueryResult, Stream
 from .specs import Watermark, bounded_delay
 
-__all__ = ["Engine", "Source"]
+__all__ = ["Engine", "Source", "LookupTable"]
 
 
 class Engine:
@@ -42,7 +42,9 @@ class Engine:
         self._native = _laminar.Engine(inbox_capacity=inbox_capacity)
         self._sources: dict[str, Source] = {}
         self._results: dict[str, QueryResult] = {}
+        self._tables: dict[str, LookupTable] = {}
         self._names = itertools.count(1)
+        self._table_names = itertools.count(1)
         self._closed = False
 
     # --- sources ---------------------------------------------------------------------------
@@ -100,6 +102,64 @@ class Engine:
         src = Source(self, name, spec)
         self._sources[name] = src
         return src
+
+    # --- lookup tables ---------------------------------------------------------------------
+    def table(
+        self,
+        name: Optional[str],
+        data: Any,
+        *,
+        on: Union[str, Sequence[str]],
+        ttl: Optional[Duration] = None,
+        loader: Optional[Callable[[pa.Table], Any]] = None,
+    ) -> "LookupTable":
+        """Declares a reference table for :meth:`Stream.lookup`, keyed on ``on``.
+
+        ``data``: pandas/polars/pyarrow/dict (when a key repeats, the last row wins).
+        ``ttl``: entries older than this (processing time since loaded) count as missing.
+        ``loader(keys)``: called at most once per push with a pyarrow Table of the distinct
+        keys of that push that are missing or expired; the rows it returns (any table-like with
+        the table's columns) are added. Without a loader, missing keys give nulls (left lookup)
+        or drop the row (inner).
+        """
+        self._check_open()
+        if name is None:
+            name = f"table{next(self._table_names)}"
+            while name in self._tables:
+                name = f"table{next(self._table_names)}"
+        if not isinstance(name, str) or not name:
+            raise QueryError(f"a table name must be a non-empty string, got {name!r}")
+        if name in self._tables:
+            raise NameConflictError(f"table '{name}' already exists")
+        keys = [on] if isinstance(on, str) else list(on)
+        if loader is not None and not callable(loader):
+            raise QueryError(f"loader= takes a callable keys_table -> table, got {loader!r}")
+        ttl_ms = None if ttl is None else to_millis(ttl, "lookup ttl", allow_zero=False)
+        self._native.add_table(name, keys, to_arrow(data), ttl_ms)
+        handle = LookupTable(self, name, keys, loader)
+        self._tables[name] = handle
+        return handle
+
+    def update_table(self, name: str, data: Any) -> None:
+        """Replaces every row of lookup table ``name`` while running; rows processed from now
+        on see the new data."""
+        self._check_open()
+        if name not in self._tables:
+            raise NameConflictError(f"unknown lookup table {name!r}; tables: {sorted(self._tables)}")
+        self._native.update_table(name, to_arrow(data), True)
+
+    def _load_missing(self, source: str, data: Any) -> None:
+        """Calls the loaders of the tables that ``source``'s rows are looked up in, once each,
+        with the keys of ``data`` they lack, and adds what they return."""
+        for t in self._tables.values():
+            if t.loader is None or source not in t._readers:
+                continue
+            keys = self._native.table_misses(t.name, data)
+            if keys is None or keys.num_rows == 0:
+                continue
+            rows = t.loader(keys)
+            if rows is not None:
+                self._native.update_table(t.name, to_arrow(rows), False)
 
     # --- queries ---------------------------------------------------------------------------
     def _add_query(self, name: Optional[str], plan: dict, *, late: bool) -> QueryResult:
@@ -169,7 +229,12 @@ class Source(Stream):
         processed with the GIL released. Results it completes are ready when this returns.
         """
         self._engine._check_open()
-        self._engine._native.push(self.name, to_arrow(data))
+        data = to_arrow(data)
+        if any(t.loader is not None and self.name in t._readers for t in self._engine._tables.values()):
+            if not isinstance(data, (pa.Table, pa.RecordBatch)):
+                data = pa.table(data)  # read a one-shot stream once, for the loader and the push
+            self._engine._load_missing(self.name, data)
+        self._engine._native.push(self.name, data)
 
     @property
     def schema(self) -> Optional[pa.Schema]:
@@ -178,3 +243,21 @@ class Source(Stream):
 
     def __repr__(self) -> str:
         return f"<laminar.Source {self.name!r} time={self._spec['time']!r}>"
+
+
+class LookupTable:
+    """A reference table of an :class:`Engine` (see :meth:`Engine.table`)."""
+
+    def __init__(self, engine: Engine, name: str, on: list[str], loader: Optional[Callable[[pa.Table], Any]]):
+        self._engine = engine
+        self.name = name
+        self.on = on
+        self.loader = loader
+        self._readers: set[str] = set()
+
+    def update(self, data: Any) -> None:
+        """Replaces every row of the table (same as ``Engine.update_table(name, data)``)."""
+        self._engine.update_table(self.name, data)
+
+    def __repr__(self) -> str:
+        return f"<laminar.LookupTable {self.name!r} on={self.on}>"

@@ -1,13 +1,16 @@
 """The lazy query builder and live result handles.
 
 A query is described step by step (``filter``, ``select``, ``window``, ``group_by``, ``agg``,
-``emit``); nothing runs until :meth:`Query.collect` registers it with the engine and returns a
-:class:`QueryResult`, a live handle whose rows grow as data is pushed.
+``emit``, ``join``, ``lookup``); nothing runs until :meth:`Stream.collect` registers it with
+the engine and returns a :class:`QueryResult`, a live handle whose rows grow as data is
+pushed. A windowed :class:`Query` is itself a stream of result rows, so further steps
+(another window, a filter, a join) can follow it. The exact semantics are in
+``docs/SEMANTICS.md``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import pyarrow as pa
 
@@ -24,6 +27,32 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult"]
 
 _LATE_POLICIES = {"drop": "drop", "side": "side_output"}
+_JOIN_KINDS = ("inner", "left", "right", "full")
+_LOOKUP_KINDS = ("left", "inner")
+
+
+def _late_policy(late: str) -> str:
+    if late not in _LATE_POLICIES:
+        raise QueryError(f"late must be 'drop' or 'side', got {late!r}")
+    return _LATE_POLICIES[late]
+
+
+def _key_list(on: Union[str, Sequence[str]], what: str) -> list[str]:
+    keys = [on] if isinstance(on, str) else list(on) if isinstance(on, (list, tuple)) else None
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise QueryError(f"{what} on= takes a column name or a list of names, got {on!r}")
+    if len(set(keys)) != len(keys):
+        raise QueryError(f"{what} on= names a column twice: {on!r}")
+    return keys
+
+
+def _ops_have_side_output(ops: Sequence[dict]) -> bool:
+    for op in ops:
+        if op.get("late") == "side_output":
+            return True
+        if op.get("op") == "join" and _ops_have_side_output(op["right"]["ops"]):
+            return True
+    return False
 
 
 class _Plan:
@@ -43,7 +72,14 @@ class _Plan:
         return engine._add_query(name, self.plan(), late=self._has_late_output())
 
     def _has_late_output(self) -> bool:
-        return any(op.get("late") == "side_output" for op in self._ops)
+        return _ops_have_side_output(self._ops)
+
+    def _sources(self) -> tuple["Source", ...]:
+        """Every source this stream reads, joins included."""
+        out = list(self._inputs)
+        for extra in getattr(self, "_joined", ()):
+            out.extend(extra)
+        return tuple(dict.fromkeys(out))
 
 
 class Stream(_Plan):
@@ -53,7 +89,7 @@ class Stream(_Plan):
         """Keeps rows where ``predicate`` is true (null counts as false)."""
         if not isinstance(predicate, Expr):
             raise QueryError(f"filter() takes an expression such as lm.col('x') > 0, got {predicate!r}")
-        return Stream(self._engine, self._inputs, self._ops + ({"op": "filter", "predicate": predicate._node},))
+        return self._carry(Stream(self._engine, self._inputs, self._ops + ({"op": "filter", "predicate": predicate._node},)))
 
     def select(self, *columns: Union[str, Expr], **named: Expr) -> "Stream":
         """Keeps or computes columns: ``select("key", "price", value=lm.col("price") * lm.col("qty"))``.
@@ -79,7 +115,7 @@ class Stream(_Plan):
             out.append((name, e._node))
         if not out:
             raise QueryError("select() needs at least one column")
-        return Stream(self._engine, self._inputs, self._ops + ({"op": "select", "columns": out},))
+        return self._carry(Stream(self._engine, self._inputs, self._ops + ({"op": "select", "columns": out},)))
 
     def window(self, window: Window, *, allowed_lateness: Duration = 0, late: str = "drop") -> "WindowedStream":
         """Assigns rows to event-time windows.
@@ -90,10 +126,98 @@ class Stream(_Plan):
         ``Engine.metrics()``) or ``"side"`` (collected by ``QueryResult.late()``).
         """
         if not isinstance(window, Window):
-            raise QueryError(f"window() takes a window such as lm.tumbling('1s'), got {window!r}")
-        if late not in _LATE_POLICIES:
-            raise QueryError(f"late must be 'drop' or 'side', got {late!r}")
-        return WindowedStream(self, window, to_millis(allowed_lateness, "allowed_lateness"), _LATE_POLICIES[late])
+            raise QueryError(
+                f"window() takes a window such as lm.tumbling('1s'), lm.sliding('10s', every='1s') "
+                f"or lm.session('300ms'), got {window!r}"
+            )
+        return WindowedStream(self, window, to_millis(allowed_lateness, "allowed_lateness"), _late_policy(late))
+
+    def join(
+        self,
+        other: "Stream",
+        *,
+        on: Union[str, Sequence[str]],
+        within: tuple[Duration, Duration],
+        how: str = "inner",
+        allowed_lateness: Duration = 0,
+        late: str = "drop",
+    ) -> "Stream":
+        """Interval join: rows of this stream (left) and ``other`` (right) with equal ``on`` keys
+        where ``left.t + lo <= right.t <= left.t + hi`` for ``within=(lo, hi)`` (inclusive;
+        ``lo`` may be negative, e.g. ``("-5s", "5s")``).
+
+        ``how``: ``"inner"``, ``"left"``, ``"right"`` or ``"full"``; outer joins emit each
+        unmatched row once, with nulls, when no match is possible any more. Result columns:
+        every left column, then the right columns other than the keys (``_right`` is appended
+        to a name already taken). State is dropped as the watermark passes, so it stays
+        bounded. ``allowed_lateness``/``late`` as for windows: rows more than that behind the
+        watermark are not joined (dropped and counted, or ``late="side"``).
+        """
+        if not isinstance(other, Stream):
+            raise QueryError(f"join() takes another stream of the same engine, got {type(other).__name__}")
+        if other._engine is not self._engine:
+            raise QueryError("join() needs streams of the same engine")
+        keys = _key_list(on, "join()")
+        if not isinstance(within, (tuple, list)) or len(within) != 2:
+            raise QueryError(f"within= takes a pair (lo, hi) such as ('0s', '10s'), got {within!r}")
+        lo = to_millis(within[0], "join within lower bound", allow_negative=True)
+        hi = to_millis(within[1], "join within upper bound", allow_negative=True)
+        if lo > hi:
+            raise QueryError(f"join within=(lo, hi) needs lo <= hi, got ({lo} ms, {hi} ms)")
+        if how not in _JOIN_KINDS:
+            raise QueryError(f"how must be one of {', '.join(map(repr, _JOIN_KINDS))}, got {how!r}")
+        step = {
+            "op": "join",
+            "right": other.plan(),
+            "on": keys,
+            "lower_ms": lo,
+            "upper_ms": hi,
+            "how": how,
+            "allowed_lateness_ms": to_millis(allowed_lateness, "allowed_lateness"),
+            "late": _late_policy(late),
+        }
+        out = Stream(self._engine, self._inputs, self._ops + (step,))
+        out._joined = getattr(self, "_joined", ()) + (other._sources(),)
+        return out
+
+    def lookup(
+        self,
+        table: Any,
+        *,
+        on: Union[str, Sequence[str]],
+        how: str = "left",
+        ttl: Optional[Duration] = None,
+        loader: Optional[Callable[[pa.Table], Any]] = None,
+        name: Optional[str] = None,
+    ) -> "Stream":
+        """Enriches each row with the row of a reference table that has the same ``on`` key.
+
+        ``table``: a pandas/polars DataFrame, pyarrow Table, dict of columns, or a
+        :class:`~laminar.LookupTable` from :meth:`Engine.table`. ``how``: ``"left"`` (keep
+        rows without a match, with nulls) or ``"inner"``. ``ttl``: entries older than this
+        (processing time since loaded) count as missing. ``loader``: called at most once per
+        push with a pyarrow Table of the distinct keys that are missing or expired; the rows it
+        returns are added to the table. Replace the table later with
+        ``Engine.update_table(name, data)``.
+        """
+        from .engine import LookupTable
+
+        keys = _key_list(on, "lookup()")
+        if how not in _LOOKUP_KINDS:
+            raise QueryError(f"lookup how must be 'left' or 'inner', got {how!r}")
+        if isinstance(table, LookupTable):
+            if ttl is not None or loader is not None or name is not None:
+                raise QueryError("ttl, loader and name belong to the table: pass them to Engine.table()")
+            handle = table
+            if handle.on != keys:
+                raise QueryError(f"table '{handle.name}' is keyed on {handle.on}, not {keys}")
+        else:
+            handle = self._engine.table(name, table, on=keys, ttl=ttl, loader=loader)
+        handle._readers.update(s.name for s in self._sources())
+        step = {"op": "lookup", "table": handle.name, "on": keys, "how": how}
+        out = Stream(self._engine, self._inputs, self._ops + (step,))
+        out._joined = getattr(self, "_joined", ())
+        return out
 
     def union(self, *others: "Stream") -> "Stream":
         """One stream of the rows of several sources of the same schema. Its watermark is the
@@ -106,6 +230,10 @@ class Stream(_Plan):
                 raise QueryError("union() needs sources of the same engine")
         inputs = tuple(dict.fromkeys(i for s in streams for i in s._inputs))
         return Stream(self._engine, inputs, ())
+
+    def _carry(self, out: "Stream") -> "Stream":
+        out._joined = getattr(self, "_joined", ())
+        return out
 
     def collect(self, name: Optional[str] = None) -> "QueryResult":
         """Runs the stream as a query and returns its live result handle (rows pass through as
@@ -160,24 +288,34 @@ class GroupedWindow:
             "aggs": [a.to_plan(name) for name, a in aggs.items()],
             "allowed_lateness_ms": w._lateness,
             "late": w._late,
-            "emit": "on_window_close",
+            "emit": {"kind": "on_window_close"},
         })
 
 
-class Query(_Plan):
-    """A complete windowed query. Run it with :meth:`collect` or ``lm.run(query, data)``."""
+class Query(Stream):
+    """A complete windowed query. Run it with :meth:`collect` or ``lm.run(query, data)``.
+
+    It is also a stream of its result rows (event time ``window_end - 1``), so another
+    window, a filter or a join can follow; the earlier window must then emit final rows
+    (:func:`laminar.final`, or the default with no allowed lateness).
+    """
 
     def __init__(self, stream: Stream, step: dict):
         super().__init__(stream._engine, stream._inputs, stream._ops + (step,))
+        self._joined = getattr(stream, "_joined", ())
         self._last: Optional[QueryResult] = None
 
     def emit(self, strategy: Emit) -> "Query":
         """Chooses when results are emitted (default: :func:`laminar.on_window_close`)."""
         if not isinstance(strategy, Emit):
-            raise QueryError(f"emit() takes a strategy such as lm.on_window_close(), got {strategy!r}")
+            raise QueryError(
+                "emit() takes a strategy: lm.on_window_close(), lm.final(), lm.on_update(), "
+                f"lm.periodic('1s') or lm.changelog(); got {strategy!r}"
+            )
         *head, last = self._ops
         q = Query.__new__(Query)
-        _Plan.__init__(q, self._engine, self._inputs, tuple(head) + ({**last, "emit": strategy.kind},))
+        _Plan.__init__(q, self._engine, self._inputs, tuple(head) + ({**last, "emit": strategy.to_plan()},))
+        q._joined = getattr(self, "_joined", ())
         q._last = None
         return q
 

@@ -9,24 +9,31 @@ from ._durations import Duration, to_millis
 from .errors import QueryError
 
 __all__ = [
-    "Window", "tumbling",
+    "Window", "tumbling", "sliding", "session",
     "Watermark", "bounded_delay", "ascending", "punctuated",
     "Agg", "count", "sum", "min", "max", "avg", "first", "last",
-    "Emit", "on_window_close",
+    "Emit", "on_window_close", "final", "on_update", "periodic", "changelog",
 ]
 
 
 # --- windows -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Window:
-    """A window definition; create with :func:`tumbling`."""
+    """A window definition; create with :func:`tumbling`, :func:`sliding` or :func:`session`."""
 
     kind: str
-    size_ms: int
+    size_ms: int = 0
     offset_ms: int = 0
+    slide_ms: int = 0
+    gap_ms: int = 0
 
     def to_plan(self) -> dict:
-        return {"kind": self.kind, "size_ms": self.size_ms, "offset_ms": self.offset_ms}
+        if self.kind == "session":
+            return {"kind": "session", "gap_ms": self.gap_ms}
+        plan = {"kind": self.kind, "size_ms": self.size_ms, "offset_ms": self.offset_ms}
+        if self.kind == "sliding":
+            plan["slide_ms"] = self.slide_ms
+        return plan
 
 
 def tumbling(size: Duration, *, offset: Duration = 0) -> Window:
@@ -36,6 +43,28 @@ def tumbling(size: Duration, *, offset: Duration = 0) -> Window:
     start at 19:00 UTC.
     """
     return Window("tumbling", to_millis(size, "window size", allow_zero=False), to_millis(offset, "window offset"))
+
+
+def sliding(size: Duration, *, every: Duration, offset: Duration = 0) -> Window:
+    """Windows of length ``size`` starting every ``every`` (hopping windows): each row is in
+    ``ceil(size / every)`` windows. ``every`` must not exceed ``size``.
+
+    Rows are stored once, in panes of ``gcd(size, every)``, never copied per window.
+    """
+    size_ms = to_millis(size, "window size", allow_zero=False)
+    slide_ms = to_millis(every, "sliding window step (every=)", allow_zero=False)
+    if slide_ms > size_ms:
+        raise QueryError(
+            f"sliding(size={size_ms} ms, every={slide_ms} ms): the step must not exceed the size; "
+            "for gaps between windows filter the rows instead"
+        )
+    return Window("sliding", size_ms, to_millis(offset, "window offset"), slide_ms=slide_ms)
+
+
+def session(gap: Duration) -> Window:
+    """Per-key sessions: rows of one key less than ``gap`` apart belong to one session
+    ``[first, last + gap)``; an out-of-order row that bridges two sessions merges them."""
+    return Window("session", gap_ms=to_millis(gap, "session gap", allow_zero=False))
 
 
 # --- watermarks ----------------------------------------------------------------------------
@@ -124,13 +153,43 @@ def last(column: str) -> Agg:
 # --- emit strategies -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Emit:
-    """When a windowed query emits; create with :func:`on_window_close`."""
+    """When a windowed query emits; create with :func:`on_window_close`, :func:`final`,
+    :func:`on_update`, :func:`periodic` or :func:`changelog`."""
 
     kind: str
+    interval_ms: int = 0
+
+    def to_plan(self) -> dict:
+        if self.kind == "periodic":
+            return {"kind": "periodic", "interval_ms": self.interval_ms}
+        return {"kind": self.kind}
 
 
 def on_window_close() -> Emit:
-    """One row per window and key, when the watermark passes the window's end plus the
-    allowed lateness (the default)."""
+    """A row per window and key when the watermark reaches the window's end (the default).
+    Rows arriving later but within the allowed lateness re-emit the updated row."""
     return Emit("on_window_close")
+
+
+def final() -> Emit:
+    """Exactly one row per window and key, once the allowed lateness has expired."""
+    return Emit("final")
+
+
+def on_update() -> Emit:
+    """After every pushed batch, the current row of each window and key it changed."""
+    return Emit("on_update")
+
+
+def periodic(interval: Duration) -> Emit:
+    """Every ``interval`` of processing time (checked on each engine call), the current row of
+    each window and key changed since the last emit; each window's final row when it closes."""
+    return Emit("periodic", to_millis(interval, "periodic interval", allow_zero=False))
+
+
+def changelog() -> Emit:
+    """After every pushed batch, for each window and key it changed: the previously emitted
+    row with ``weight = -1`` (if any), then the current row with ``weight = +1``. Summing
+    weights per distinct row gives the final result."""
+    return Emit("changelog")
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use laminar_core::engine::{compile, Engine, QueryPlan, SourceConfig, TIME_COLUMN};
+use laminar_core::engine::{compile, Engine, QueryPlan, SourceConfig, SourceSchema, TIME_COLUMN};
 use laminar_core::reactor::{Budget, CoreMessage, Reactor};
 use laminar_core::time::watermark::WatermarkStrategy;
 
@@ -236,9 +236,16 @@ fn single_event_tumbling(c: &mut Criterion) {
     )
     .expect("plan");
     let stream_schema = one_row_stream_batch().schema();
-    let compiled = compile(&plan, stream_schema.clone(), &DataType::Int64).expect("compile");
+    let schemas = std::collections::HashMap::from([(
+        "s".to_string(),
+        SourceSchema {
+            stream: stream_schema.clone(),
+            time_type: DataType::Int64,
+        },
+    )]);
+    let compiled = compile(&plan, &schemas, &Default::default()).expect("compile");
     let mut reactor = Reactor::new(1024);
-    let q = reactor.add_query(&[0], compiled.operators);
+    let q = reactor.add_query(&[0], compiled.graph);
     let mut events: Vec<RecordBatch> = Vec::with_capacity(EVENT_CHUNK as usize);
     let mut ts: i64 = 0;
     group.bench_function("reactor_process_one_row", |b| {

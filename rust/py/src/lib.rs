@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use laminar_core::engine::{Engine, EngineConfig, Outbox, QueryPlan, SourceConfig};
+use laminar_core::engine::{Engine, EngineConfig, Outbox, QueryPlan, SourceConfig, TableDef};
 use laminar_core::reactor::Budget;
 use laminar_core::time::clock::SystemClock;
 use laminar_core::time::watermark::WatermarkStrategy;
@@ -130,6 +130,20 @@ impl PyEngine {
     }
 }
 
+/// One record batch from pushed Arrow data (an empty batch carrying the schema if none).
+fn one_batch(py: Python<'_>, data: AnyRecordBatch) -> PyResult<RecordBatch> {
+    let reader = data.into_reader()?;
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| {
+        raise(py, "LaminarError", format!("could not read the data: {e}"))
+    })?;
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    arrow_select::concat::concat_batches(&schema, &batches)
+        .map_err(|e| raise(py, "LaminarError", format!("could not read the data: {e}")))
+}
+
 fn table<'py>(
     py: Python<'py>,
     batches: Vec<RecordBatch>,
@@ -220,6 +234,56 @@ impl PyEngine {
         self.call(py, move |e| e.push(&source, &batches))
     }
 
+    /// Declares lookup table `name` keyed on `on` with the rows of `data`.
+    #[pyo3(signature = (name, on, data, ttl_ms = None))]
+    fn add_table(
+        &self,
+        py: Python<'_>,
+        name: String,
+        on: Vec<String>,
+        data: AnyRecordBatch,
+        ttl_ms: Option<i64>,
+    ) -> PyResult<()> {
+        let rows = one_batch(py, data)?;
+        let def = TableDef {
+            name,
+            schema: rows.schema(),
+            on,
+            ttl_ms,
+        };
+        self.call(py, move |e| e.add_table(def, rows))
+    }
+
+    /// Replaces (`replace=True`) or upserts the rows of lookup table `name`.
+    fn update_table(
+        &self,
+        py: Python<'_>,
+        name: String,
+        data: AnyRecordBatch,
+        replace: bool,
+    ) -> PyResult<()> {
+        let rows = one_batch(py, data)?;
+        self.call(py, move |e| e.update_table(&name, rows, replace))
+    }
+
+    /// The distinct keys of `data` that lookup table `name` lacks or holds expired, as a
+    /// pyarrow Table, or None.
+    fn table_misses<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        data: AnyRecordBatch,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let batch = one_batch(py, data)?;
+        let missing = self.call(py, move |e| e.table_misses(&name, &batch))?;
+        missing
+            .map(|b| {
+                let schema = b.schema();
+                table(py, vec![b], schema)
+            })
+            .transpose()
+    }
+
     /// End of input: closes every window.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         self.call(py, |e| e.flush())
@@ -298,6 +362,8 @@ impl PyEngine {
             d.set_item("open_windows", m.operators.open_windows)?;
             d.set_item("live_groups", m.operators.live_groups)?;
             d.set_item("peak_groups", m.operators.peak_groups)?;
+            d.set_item("state_rows", m.operators.state_rows)?;
+            d.set_item("peak_state_rows", m.operators.peak_state_rows)?;
             qs.set_item(q.name, d)?;
         }
         out.set_item("sources", src)?;

@@ -19,10 +19,14 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Schema, SchemaRef};
 
-pub use plan::{compile, Compiled, EmitSpec, OpSpec, QueryPlan};
+pub use crate::operator::emit::EmitSpec;
+pub use crate::operator::interval_join::JoinKind;
+pub use crate::operator::lookup_join::{LookupKind, TableDef};
+pub use plan::{compile, Compiled, OpSpec, QueryPlan, SourceSchema};
 pub use source::SourceConfig;
 
 use crate::error::{Error, Result};
+use crate::operator::lookup_join::{cast_key, key_indices, KeyEncoder, LookupTables, TableIndex};
 use crate::reactor::{Budget, CoreMessage, QueryId, QueryMetrics, Reactor, SourceId};
 use crate::time::clock::{Clock, SystemClock};
 use crate::time::convert::max_at_or_below;
@@ -122,11 +126,13 @@ pub struct QueryReport {
 }
 
 enum QueryState {
-    /// Waiting for the first schema of one of its inputs.
-    Pending,
+    /// Waiting for a schema for each of its unions; `backlog` holds what its inputs received
+    /// meanwhile (input number, message), replayed when it starts.
+    Pending { backlog: Vec<(usize, CoreMessage)> },
     Running {
         id: QueryId,
-        input: SchemaRef,
+        /// The stream schema each input must have.
+        expected: Vec<SchemaRef>,
         output: SchemaRef,
         late: SchemaRef,
     },
@@ -136,9 +142,26 @@ enum QueryState {
 struct QueryEntry {
     name: String,
     plan: QueryPlan,
+    /// The source of each input, in input order.
     inputs: Vec<SourceId>,
+    /// The union (branch) number of each input.
+    branch_of: Vec<usize>,
     state: QueryState,
 }
+
+/// The engine's side of a lookup table: which keys it holds and when they were loaded, so
+/// that the keys a loader must fetch are known before a push runs.
+struct TableMirror {
+    def: TableDef,
+    encoder: KeyEncoder,
+    key_columns: Vec<usize>,
+    index: TableIndex,
+    /// The changes since the last replacement, replayed to queries that start later.
+    log: Vec<CoreMessage>,
+}
+
+/// Changes kept per table before the log is folded into one replacement.
+const TABLE_LOG_LIMIT: usize = 64;
 
 /// The engine. See the module docs.
 pub struct Engine {
@@ -148,6 +171,8 @@ pub struct Engine {
     source_ids: HashMap<String, SourceId>,
     queries: Vec<QueryEntry>,
     query_ids: HashMap<String, usize>,
+    tables: LookupTables,
+    mirrors: HashMap<String, TableMirror>,
     reactor: Reactor,
     closed: bool,
 }
@@ -168,6 +193,8 @@ impl Engine {
             source_ids: HashMap::new(),
             queries: Vec::new(),
             query_ids: HashMap::new(),
+            tables: LookupTables::new(),
+            mirrors: HashMap::new(),
             reactor: Reactor::new(config.inbox_capacity),
             closed: false,
         }
@@ -215,8 +242,9 @@ impl Engine {
             .map(|b| b.user.clone()))
     }
 
-    /// Registers a query. It is compiled now if one of its inputs has a schema, otherwise on
-    /// the first push to one of them (before that push's rows are processed, so none is missed).
+    /// Registers a query. It is compiled as soon as each union it reads has a known schema
+    /// (now, or on a later push); what its inputs receive before that is kept and replayed,
+    /// so no row is missed.
     pub fn add_query(&mut self, name: &str, plan: QueryPlan) -> Result<()> {
         self.check_open()?;
         if self.query_ids.contains_key(name) {
@@ -225,105 +253,321 @@ impl Engine {
                 name: name.to_string(),
             });
         }
-        if plan.inputs.is_empty() {
-            return Err(Error::InvalidPlan(
-                "a query needs at least one source".into(),
-            ));
+        let mut inputs = Vec::new();
+        let mut branch_of = Vec::new();
+        for (b, branch) in plan.branches().iter().enumerate() {
+            if branch.is_empty() {
+                return Err(Error::InvalidPlan(
+                    "a query needs at least one source".into(),
+                ));
+            }
+            for s in branch {
+                inputs.push(self.source_id(s)?);
+                branch_of.push(b);
+            }
         }
-        let inputs = plan
-            .inputs
-            .iter()
-            .map(|s| self.source_id(s))
-            .collect::<Result<Vec<_>>>()?;
-        let mut state = QueryState::Pending;
-        let known = inputs
-            .iter()
-            .find_map(|&s| self.sources[s as usize].bound.clone());
-        if let Some(bound) = known {
-            let time_type = bound.user.field(bound.time_index).data_type().clone();
-            state = self.start_query(name, &plan, &inputs, &bound, &time_type)?;
+        for t in plan.tables() {
+            if !self.tables.contains_key(&t) {
+                return Err(Error::InvalidPlan(format!("unknown lookup table '{t}'")));
+            }
         }
-        let entry = QueryEntry {
+        let mut entry = QueryEntry {
             name: name.to_string(),
             plan,
             inputs,
-            state,
+            branch_of,
+            state: QueryState::Pending {
+                backlog: Vec::new(),
+            },
         };
+        if self.ready(&entry) {
+            entry.state = self.start_query(&entry)?;
+        }
         self.query_ids.insert(name.to_string(), self.queries.len());
         self.queries.push(entry);
         Ok(())
     }
 
-    /// Compiles query `name` over `bound` and starts it in the reactor; every input whose
-    /// schema is already known must agree. Returns the query's running state.
-    fn start_query(
-        &mut self,
-        name: &str,
-        plan: &QueryPlan,
-        inputs: &[SourceId],
-        bound: &Bound,
-        time_type: &DataType,
-    ) -> Result<QueryState> {
-        for &s in inputs {
-            if let Some(b) = &self.sources[s as usize].bound {
-                if b.stream != bound.stream {
-                    return Err(Error::InvalidPlan(format!(
-                        "query '{name}' reads sources with different schemas ('{}' differs); a union needs identical schemas",
-                        self.sources[s as usize].config.name
-                    )));
-                }
-            }
-        }
-        let compiled = compile(plan, bound.stream.clone(), time_type).map_err(|e| match e {
-            Error::InvalidPlan(m) => Error::InvalidPlan(format!("query '{name}': {m}")),
-            other => other,
-        })?;
-        let late = late_schema(plan, &compiled, &bound.stream)?;
-        let id = self.reactor.add_query(inputs, compiled.operators);
-        Ok(QueryState::Running {
-            id,
-            input: bound.stream.clone(),
-            output: compiled.output_schema,
-            late,
+    /// Whether every union of the query has a source with a known schema.
+    fn ready(&self, q: &QueryEntry) -> bool {
+        let branches = q.branch_of.iter().max().map_or(0, |b| b + 1);
+        (0..branches).all(|b| {
+            q.inputs
+                .iter()
+                .zip(&q.branch_of)
+                .any(|(&s, &qb)| qb == b && self.sources[s as usize].bound.is_some())
         })
     }
 
-    /// Fixes the schema of source `sid` from its first batch, starting pending queries. On any
-    /// error nothing changes except that a query that cannot run on this schema is marked failed.
-    fn bind_source(&mut self, sid: SourceId, bound: Bound) -> Result<()> {
-        let time_type = bound.user.field(bound.time_index).data_type().clone();
-        for q in 0..self.queries.len() {
-            if !self.queries[q].inputs.contains(&sid) {
-                continue;
-            }
-            match &self.queries[q].state {
-                QueryState::Running { input, .. } if *input != bound.stream => {
-                    return Err(Error::SchemaMismatch {
-                        source_name: self.sources[sid as usize].config.name.clone(),
-                        detail: format!(
-                            "query '{}' reads it together with sources of another schema",
-                            self.queries[q].name
-                        ),
-                    });
+    fn source_schemas(&self) -> HashMap<String, SourceSchema> {
+        self.sources
+            .iter()
+            .filter_map(|s| {
+                s.bound.as_ref().map(|b| {
+                    (
+                        s.config.name.clone(),
+                        SourceSchema {
+                            stream: b.stream.clone(),
+                            time_type: b.user.field(b.time_index).data_type().clone(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Compiles query `q` and starts it in the reactor. Returns its running state.
+    fn start_query(&mut self, q: &QueryEntry) -> Result<QueryState> {
+        let schemas = self.source_schemas();
+        let compiled = compile(&q.plan, &schemas, &self.tables).map_err(|e| match e {
+            Error::InvalidPlan(m) => Error::InvalidPlan(format!("query '{}': {m}", q.name)),
+            other => other,
+        })?;
+        // The schema each input must have: the first known schema of its union.
+        let expected = q
+            .branch_of
+            .iter()
+            .map(|&b| {
+                q.inputs
+                    .iter()
+                    .zip(&q.branch_of)
+                    .filter(|(_, &qb)| qb == b)
+                    .find_map(|(&s, _)| self.sources[s as usize].bound.as_ref())
+                    .map(|bound| bound.stream.clone())
+                    .ok_or_else(|| Error::InvalidPlan("a union has no schema yet".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let id = self.reactor.add_query(&q.inputs, compiled.graph);
+        // Bring the query's lookup tables up to date.
+        for t in q.plan.tables() {
+            if let Some(m) = self.mirrors.get(&t) {
+                for msg in &m.log {
+                    self.reactor.replay(id, 0, msg)?;
                 }
-                QueryState::Pending => {
-                    let (name, plan, inputs) = {
-                        let e = &self.queries[q];
-                        (e.name.clone(), e.plan.clone(), e.inputs.clone())
-                    };
-                    match self.start_query(&name, &plan, &inputs, &bound, &time_type) {
-                        Ok(state) => self.queries[q].state = state,
-                        Err(e) => {
-                            self.queries[q].state = QueryState::Failed(e.to_string());
-                            return Err(e);
-                        }
+            }
+        }
+        Ok(QueryState::Running {
+            id,
+            expected,
+            output: compiled.output_schema,
+            late: compiled.late_schema,
+        })
+    }
+
+    /// Fixes the schema of source `sid` from its first batch and starts the queries that were
+    /// waiting for it (replaying what they missed). A running query reading the source in a
+    /// union of another schema is an error; a query that cannot compile is marked failed.
+    fn bind_source(&mut self, sid: SourceId, bound: Bound) -> Result<()> {
+        for q in &self.queries {
+            if let QueryState::Running { expected, .. } = &q.state {
+                for (i, &s) in q.inputs.iter().enumerate() {
+                    if s == sid && expected[i] != bound.stream {
+                        return Err(Error::SchemaMismatch {
+                            source_name: self.sources[sid as usize].config.name.clone(),
+                            detail: format!(
+                                "query '{}' reads it together with sources of another schema",
+                                q.name
+                            ),
+                        });
                     }
                 }
-                _ => {}
             }
         }
         self.sources[sid as usize].bound = Some(bound);
+        for q in 0..self.queries.len() {
+            if !self.queries[q].inputs.contains(&sid)
+                || !matches!(self.queries[q].state, QueryState::Pending { .. })
+                || !self.ready(&self.queries[q])
+            {
+                continue;
+            }
+            let entry = std::mem::replace(
+                &mut self.queries[q],
+                QueryEntry {
+                    name: String::new(),
+                    plan: QueryPlan {
+                        inputs: Vec::new(),
+                        ops: Vec::new(),
+                    },
+                    inputs: Vec::new(),
+                    branch_of: Vec::new(),
+                    state: QueryState::Failed(String::new()),
+                },
+            );
+            let started = self.start_query(&entry);
+            let mut entry = entry;
+            let backlog = match std::mem::replace(&mut entry.state, QueryState::Failed(String::new())) {
+                QueryState::Pending { backlog } => backlog,
+                _ => Vec::new(),
+            };
+            let result = match started {
+                Ok(state) => {
+                    let id = match &state {
+                        QueryState::Running { id, .. } => *id,
+                        _ => unreachable_state(),
+                    };
+                    entry.state = state;
+                    backlog
+                        .iter()
+                        .try_for_each(|(input, msg)| self.reactor.replay(id, *input, msg))
+                }
+                Err(e) => {
+                    entry.state = QueryState::Failed(e.to_string());
+                    Err(e)
+                }
+            };
+            self.queries[q] = entry;
+            if let Err(e) = result {
+                self.sources[sid as usize].bound = None;
+                return Err(e);
+            }
+        }
         Ok(())
+    }
+
+    /// Keeps `msg` (about source `sid`) for the queries still waiting for a schema.
+    fn backlog(&mut self, sid: SourceId, msg: &CoreMessage) {
+        for q in &mut self.queries {
+            if let QueryState::Pending { backlog } = &mut q.state {
+                for (i, &s) in q.inputs.iter().enumerate() {
+                    if s == sid {
+                        backlog.push((i, msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` about source `sid` to the reactor and to the waiting queries' backlogs.
+    fn send(&mut self, sid: SourceId, msg: CoreMessage) -> Result<()> {
+        if self
+            .queries
+            .iter()
+            .any(|q| matches!(q.state, QueryState::Pending { .. }) && q.inputs.contains(&sid))
+        {
+            self.backlog(sid, &msg);
+        }
+        self.reactor.run(msg, self.config.budget)
+    }
+
+    /// Declares a lookup table keyed on `def.on` with initial rows `rows`.
+    pub fn add_table(&mut self, def: TableDef, rows: RecordBatch) -> Result<()> {
+        self.check_open()?;
+        if self.tables.contains_key(&def.name) {
+            return Err(Error::Duplicate {
+                kind: "table",
+                name: def.name,
+            });
+        }
+        if def.on.is_empty() {
+            return Err(Error::InvalidPlan(
+                "a lookup table needs at least one key column".into(),
+            ));
+        }
+        if let Some(ttl) = def.ttl_ms {
+            if ttl <= 0 {
+                return Err(Error::InvalidPlan(format!("a lookup ttl must be positive, got {ttl} ms")));
+            }
+        }
+        let key_columns = key_indices(&def.on, &def.schema, " in lookup table")?;
+        let types: Vec<DataType> = key_columns
+            .iter()
+            .map(|&c| def.schema.field(c).data_type().clone())
+            .collect();
+        let mirror = TableMirror {
+            def: def.clone(),
+            encoder: KeyEncoder::new(&types)?,
+            key_columns,
+            index: TableIndex::default(),
+            log: Vec::new(),
+        };
+        self.tables.insert(def.name.clone(), def.clone());
+        self.mirrors.insert(def.name.clone(), mirror);
+        self.update_table(&def.name, rows, true)
+    }
+
+    /// Replaces (`replace`) or upserts rows of lookup table `name`.
+    pub fn update_table(&mut self, name: &str, rows: RecordBatch, replace: bool) -> Result<()> {
+        self.check_open()?;
+        let now = self.clock.now_ms();
+        let mirror = self
+            .mirrors
+            .get_mut(name)
+            .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{name}'")))?;
+        let rows = conform(&rows, &mirror.def.schema, name)?;
+        let keys: Vec<_> = mirror.key_columns.iter().map(|&c| rows.column(c).clone()).collect();
+        let encoded = mirror.encoder.encode(&keys)?;
+        if replace {
+            mirror.index.clear();
+            mirror.log.clear();
+        }
+        mirror.index.insert(&encoded, 0, now);
+        let msg = CoreMessage::TableUpdate {
+            table: Arc::from(name),
+            rows,
+            replace,
+            now,
+        };
+        mirror.log.push(msg.clone());
+        if mirror.log.len() > TABLE_LOG_LIMIT {
+            // Fold the log into one replacement (later rows win, as when applied in order);
+            // a query starting later sees these rows as loaded now.
+            let batches: Vec<RecordBatch> = mirror
+                .log
+                .iter()
+                .filter_map(|m| match m {
+                    CoreMessage::TableUpdate { rows, .. } => Some(rows.clone()),
+                    _ => None,
+                })
+                .collect();
+            let rows = arrow_select::concat::concat_batches(&mirror.def.schema, &batches)?;
+            mirror.log = vec![CoreMessage::TableUpdate {
+                table: Arc::from(name),
+                rows,
+                replace: true,
+                now,
+            }];
+        }
+        self.reactor.run(msg, self.config.budget)
+    }
+
+    /// The distinct keys of `batch` (rows about to be pushed) that lookup table `name` lacks
+    /// or holds expired; `None` when `batch` lacks the key columns or nothing is missing.
+    pub fn table_misses(&self, name: &str, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let mirror = self
+            .mirrors
+            .get(name)
+            .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{name}'")))?;
+        let schema = batch.schema();
+        let Ok(cols) = key_indices(&mirror.def.on, &schema, "") else {
+            return Ok(None);
+        };
+        let mut keys = Vec::with_capacity(cols.len());
+        let mut fields = Vec::with_capacity(cols.len());
+        for (&c, &tc) in cols.iter().zip(&mirror.key_columns) {
+            let want = mirror.def.schema.field(tc);
+            match cast_key(batch.column(c), want.data_type()) {
+                Ok(k) => keys.push(k),
+                Err(_) => return Ok(None),
+            }
+            fields.push(want.clone());
+        }
+        let encoded = mirror.encoder.encode(&keys)?;
+        let rows = mirror
+            .index
+            .missing(&encoded, self.clock.now_ms(), mirror.def.ttl_ms);
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let idx = arrow_array::UInt32Array::from(rows);
+        let columns = keys
+            .iter()
+            .map(|k| arrow_select::take::take(k.as_ref(), &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?))
     }
 
     /// Pushes batches to a source. All batches are validated first; if any is invalid nothing
@@ -353,7 +597,7 @@ impl Engine {
         if fresh {
             self.bind_source(sid, bound)?;
         }
-        let budget = self.config.budget;
+        self.tick()?;
         for p in prepared {
             if p.batch.num_rows() == 0 {
                 continue;
@@ -362,12 +606,12 @@ impl Engine {
             let src = &mut self.sources[sid as usize];
             src.rows += p.batch.num_rows() as u64;
             src.batches += 1;
-            self.reactor.run(
+            self.send(
+                sid,
                 CoreMessage::Data {
                     source: sid,
                     batch: p.batch,
                 },
-                budget,
             )?;
             let src = &mut self.sources[sid as usize];
             // Rows beyond the future horizon are processed but do not move the watermark.
@@ -378,16 +622,22 @@ impl Engine {
                 src.generator.record_future_rows(beyond);
             }
             if let Some(wm) = src.generator.on_batch(max_time, p.punctuation, now) {
-                self.reactor.run(
+                self.send(
+                    sid,
                     CoreMessage::Watermark {
                         source: sid,
                         ts: wm,
                     },
-                    budget,
                 )?;
             }
         }
         self.check_idle()
+    }
+
+    /// Tells the operators the processing time (drives periodic emits).
+    fn tick(&mut self) -> Result<()> {
+        let now = self.clock.now_ms();
+        self.reactor.run(CoreMessage::Tick { now }, self.config.budget)
     }
 
     /// Marks sources idle whose idle timeout has passed (processing time). Called by `push`
@@ -400,11 +650,11 @@ impl Engine {
         for sid in 0..self.sources.len() {
             let src = &mut self.sources[sid];
             if !src.ended && src.generator.check_idle(now) {
-                self.reactor.run(
+                self.send(
+                    sid as SourceId,
                     CoreMessage::SourceIdle {
                         source: sid as SourceId,
                     },
-                    self.config.budget,
                 )?;
             }
         }
@@ -417,11 +667,11 @@ impl Engine {
         for sid in 0..self.sources.len() {
             if !self.sources[sid].ended {
                 self.sources[sid].ended = true;
-                self.reactor.run(
+                self.send(
+                    sid as SourceId,
                     CoreMessage::EndOfInput {
                         source: sid as SourceId,
                     },
-                    self.config.budget,
                 )?;
             }
         }
@@ -448,7 +698,7 @@ impl Engine {
             QueryState::Running {
                 id, output, late, ..
             } => Ok(Some((*id, output.clone(), late.clone()))),
-            QueryState::Pending => Ok(None),
+            QueryState::Pending { .. } => Ok(None),
             QueryState::Failed(m) => Err(Error::InvalidPlan(format!(
                 "query '{query}' failed to start: {m}"
             ))),
@@ -462,7 +712,8 @@ impl Engine {
         query: &str,
         outbox: Outbox,
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        if outbox == Outbox::Results {
+        if outbox == Outbox::Results && !self.closed {
+            self.tick()?;
             self.check_idle()?;
         }
         let Some((id, output, late)) = self.running(query)? else {
@@ -538,7 +789,9 @@ impl Engine {
                         };
                         (state.to_string(), m)
                     }
-                    QueryState::Pending => ("pending".to_string(), QueryMetrics::default()),
+                    QueryState::Pending { .. } => {
+                        ("pending".to_string(), QueryMetrics::default())
+                    }
                     QueryState::Failed(m) => (format!("failed: {m}"), QueryMetrics::default()),
                 };
                 QueryReport {
@@ -551,15 +804,28 @@ impl Engine {
     }
 }
 
-/// Schema of the rows a query's window step would route to its late output: the stream
-/// entering that step, without the hidden column.
-fn late_schema(plan: &QueryPlan, compiled: &Compiled, input: &SchemaRef) -> Result<SchemaRef> {
-    let mut schema = input.clone();
-    for (spec, op) in plan.ops.iter().zip(&compiled.operators) {
-        if matches!(spec, OpSpec::WindowAggregate { .. }) {
-            break;
-        }
-        schema = op.output_schema();
+/// `rows` with exactly the columns of table `table`'s `schema` (by name, in its order, cast
+/// where the types differ).
+fn conform(rows: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let c = rows.column_by_name(f.name()).ok_or_else(|| {
+            Error::column_not_found(f.name(), &format!(" in the rows for lookup table '{table}'"), &rows.schema())
+        })?;
+        columns.push(if c.data_type() == f.data_type() {
+            c.clone()
+        } else {
+            arrow_cast::cast(c, f.data_type()).map_err(|e| Error::SchemaMismatch {
+                source_name: format!("lookup table '{table}'"),
+                detail: format!("column '{}': {e}", f.name()),
+            })?
+        });
     }
-    Ok(strip_schema(&schema))
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cold]
+fn unreachable_state() -> QueryId {
+    debug_assert!(false, "a started query is running");
+    0
 }

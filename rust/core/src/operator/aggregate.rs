@@ -86,11 +86,14 @@ fn cast_if_needed(column: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     }
 }
 
-/// Per-group value and non-null count for one aggregate.
+/// Per-group value and non-null count for one aggregate; `first`/`last` also keep the
+/// arrival sequence number of their value, so that partial results (panes, sessions) merge
+/// into the value a single pass in arrival order would have produced.
 #[derive(Debug, Default)]
 struct Slots<T> {
     value: Vec<T>,
     count: Vec<i64>,
+    seq: Vec<u64>,
 }
 
 impl<T: Copy> Slots<T> {
@@ -98,9 +101,67 @@ impl<T: Copy> Slots<T> {
         if g >= self.value.len() {
             self.value.resize(g + 1, init);
             self.count.resize(g + 1, 0);
+            self.seq.resize(g + 1, 0);
         }
         self.value[g] = init;
         self.count[g] = 0;
+        self.seq[g] = 0;
+    }
+
+    /// `first` (`keep_first`) or `last` over `values`, recording arrival numbers from `seq0`.
+    fn fold_ordered(
+        &mut self,
+        groups: &[u32],
+        values: &[T],
+        nulls: Option<&NullBuffer>,
+        seq0: u64,
+        keep_first: bool,
+    ) {
+        let (value, count, seq) = (&mut self.value[..], &mut self.count[..], &mut self.seq[..]);
+        for (i, (&g, &v)) in groups.iter().zip(values).enumerate() {
+            if nulls.is_some_and(|n| n.is_null(i)) {
+                continue;
+            }
+            let g = g as usize;
+            if !keep_first || count[g] == 0 {
+                value[g] = v;
+                seq[g] = seq0 + i as u64;
+            }
+            count[g] += 1;
+        }
+    }
+
+    /// Folds slot `s` of `src` into slot `d` of `self` with `f` (values both present).
+    #[inline]
+    fn combine_from(
+        &mut self,
+        d: usize,
+        src: &Slots<T>,
+        s: usize,
+        func: AggFunc,
+        mut f: impl FnMut(T, T) -> T,
+    ) {
+        if src.count[s] == 0 {
+            return;
+        }
+        if self.count[d] == 0 {
+            self.value[d] = src.value[s];
+            self.seq[d] = src.seq[s];
+        } else {
+            match func {
+                AggFunc::First if src.seq[s] < self.seq[d] => {
+                    self.value[d] = src.value[s];
+                    self.seq[d] = src.seq[s];
+                }
+                AggFunc::Last if src.seq[s] > self.seq[d] => {
+                    self.value[d] = src.value[s];
+                    self.seq[d] = src.seq[s];
+                }
+                AggFunc::First | AggFunc::Last => {}
+                _ => self.value[d] = f(self.value[d], src.value[s]),
+            }
+        }
+        self.count[d] += src.count[s];
     }
 
     /// Folds `values` into the slots of `groups` with `f(acc, v, count_before)`.
@@ -130,6 +191,15 @@ impl<T: Copy> Slots<T> {
                     }
                 }
             }
+        }
+    }
+
+    /// A one-slot copy of slot `g`.
+    fn slot(&self, g: usize) -> Slots<T> {
+        Slots {
+            value: vec![self.value[g]],
+            count: vec![self.count[g]],
+            seq: vec![self.seq[g]],
         }
     }
 
@@ -243,8 +313,9 @@ impl Accumulator {
         }
     }
 
-    /// Folds the rows of `batch` into the groups `groups[i]` (one per row).
-    pub fn update(&mut self, groups: &[u32], batch: &RecordBatch) -> Result<()> {
+    /// Folds the rows of `batch` into the groups `groups[i]` (one per row); `seq0` is the
+    /// arrival number of the batch's first row (for `first`/`last` across merges).
+    pub fn update(&mut self, groups: &[u32], batch: &RecordBatch, seq0: u64) -> Result<()> {
         let func = self.func;
         match (&mut self.state, self.column) {
             (State::CountRows(counts), _) => {
@@ -275,10 +346,8 @@ impl Accumulator {
                     }
                     AggFunc::Min => slots.fold(groups, values, nulls, |a, v, _| a.min(v)),
                     AggFunc::Max => slots.fold(groups, values, nulls, |a, v, _| a.max(v)),
-                    AggFunc::First => {
-                        slots.fold(groups, values, nulls, |a, v, n| if n == 0 { v } else { a })
-                    }
-                    AggFunc::Last => slots.fold(groups, values, nulls, |_, v, _| v),
+                    AggFunc::First => slots.fold_ordered(groups, values, nulls, seq0, true),
+                    AggFunc::Last => slots.fold_ordered(groups, values, nulls, seq0, false),
                     AggFunc::Avg => unreachable_state(),
                 }
             }
@@ -293,14 +362,80 @@ impl Accumulator {
                     }
                     AggFunc::Min => slots.fold(groups, values, nulls, |a, v, _| a.min(v)),
                     AggFunc::Max => slots.fold(groups, values, nulls, |a, v, _| a.max(v)),
-                    AggFunc::First => {
-                        slots.fold(groups, values, nulls, |a, v, n| if n == 0 { v } else { a })
-                    }
-                    AggFunc::Last => slots.fold(groups, values, nulls, |_, v, _| v),
+                    AggFunc::First => slots.fold_ordered(groups, values, nulls, seq0, true),
+                    AggFunc::Last => slots.fold_ordered(groups, values, nulls, seq0, false),
                     AggFunc::Count => unreachable_state(),
                 }
             }
             (_, None) => unreachable_state(),
+        }
+        Ok(())
+    }
+
+    /// Folds group `s` of `src` (an accumulator bound from the same spec) into group `d` of
+    /// this one, for each `(d, s)` in `pairs`: the result is what folding both groups' rows
+    /// into one would have given.
+    pub fn merge_from(&mut self, src: &Accumulator, pairs: &[(u32, u32)]) -> Result<()> {
+        let func = self.func;
+        let mut overflow = false;
+        match (&mut self.state, &src.state) {
+            (State::CountRows(d), State::CountRows(s)) => {
+                for &(dg, sg) in pairs {
+                    d[dg as usize] += s[sg as usize];
+                }
+            }
+            (State::Int(d), State::Int(s)) => {
+                for &(dg, sg) in pairs {
+                    d.combine_from(dg as usize, s, sg as usize, func, |a, b| match func {
+                        AggFunc::Min => a.min(b),
+                        AggFunc::Max => a.max(b),
+                        AggFunc::Count => a,
+                        _ => {
+                            let (r, o) = a.overflowing_add(b);
+                            overflow |= o;
+                            r
+                        }
+                    });
+                }
+            }
+            (State::Float(d), State::Float(s)) => {
+                for &(dg, sg) in pairs {
+                    d.combine_from(dg as usize, s, sg as usize, func, |a, b| match func {
+                        AggFunc::Min => a.min(b),
+                        AggFunc::Max => a.max(b),
+                        _ => a + b,
+                    });
+                }
+            }
+            _ => unreachable_state(),
+        }
+        if overflow {
+            return Err(Error::Overflow(format!(
+                "sum of column '{}' exceeds the int64 range; cast it to float first",
+                self.column_name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Like [`Accumulator::merge_from`] with both groups in this accumulator (`d != s`).
+    pub fn merge_within(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
+        // Groups are few per merge; a one-slot copy keeps the borrow checker simple.
+        for &(d, s) in pairs {
+            let mut one = Accumulator {
+                func: self.func,
+                column: self.column,
+                column_name: String::new(),
+                input_type: DataType::Null,
+                state: match &self.state {
+                    State::CountRows(c) => State::CountRows(vec![c[s as usize]]),
+                    State::Int(x) => State::Int(x.slot(s as usize)),
+                    State::Float(x) => State::Float(x.slot(s as usize)),
+                },
+                output: self.output.clone(),
+            };
+            one.column_name.clone_from(&self.column_name);
+            self.merge_from(&one, &[(d, 0)])?;
         }
         Ok(())
     }

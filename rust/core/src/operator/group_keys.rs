@@ -136,6 +136,51 @@ impl GroupKeys {
         }
     }
 
+    /// The group of window `window` whose key is that of group `g` (of this table), if any.
+    pub fn find_like(&self, g: u32, window: i64, ids: &GroupIds) -> Option<u32> {
+        match self {
+            GroupKeys::Int(k) => {
+                let (key, null) = (k.key[g as usize], k.null[g as usize]);
+                let h = IntKeys::hash(&k.hasher, window, key, null);
+                k.table
+                    .find(h, |&x| {
+                        k.key[x as usize] == key && k.null[x as usize] == null && ids.window(x) == window
+                    })
+                    .copied()
+            }
+            GroupKeys::Rows(k) => {
+                let bytes = k.bytes[g as usize].as_slice();
+                let h = k.hasher.hash_one((window, bytes));
+                k.table
+                    .find(h, |&x| ids.window(x) == window && k.bytes[x as usize] == bytes)
+                    .copied()
+            }
+        }
+    }
+
+    /// Finds or creates, in this table (ids from `ids`), the group of window `window` whose key
+    /// is that of group `g` of `src` (a table of the same layout). Returns the id and whether
+    /// it was created.
+    pub fn insert_like(
+        &mut self,
+        src: &GroupKeys,
+        g: u32,
+        window: i64,
+        ids: &mut GroupIds,
+    ) -> Result<(u32, bool)> {
+        match (self, src) {
+            (GroupKeys::Int(k), GroupKeys::Int(s)) => {
+                k.find_or_insert(window, s.key[g as usize], s.null[g as usize], ids)
+            }
+            (GroupKeys::Rows(k), GroupKeys::Rows(s)) => {
+                k.find_or_insert(window, &s.bytes[g as usize], ids)
+            }
+            _ => Err(Error::InvalidPlan(
+                "group tables of different layouts cannot be merged".into(),
+            )),
+        }
+    }
+
     /// Removes group `g` (of window `ids.window(g)`) from the table.
     pub fn remove(&mut self, g: u32, ids: &GroupIds) {
         match self {
@@ -208,6 +253,29 @@ impl IntKeys {
             None => &[],
         };
         let nulls = column.as_ref().and_then(|c| c.logical_nulls());
+        for (i, &w) in starts.iter().enumerate() {
+            let (k, n) = match (values.get(i), &nulls) {
+                (Some(_), Some(ns)) if ns.is_null(i) => (0, true),
+                (Some(&v), _) => (v, false),
+                (None, _) => (0, false),
+            };
+            let (g, new) = self.find_or_insert(w, k, n, ids)?;
+            if new {
+                created.push(g);
+            }
+            out.push(g);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn find_or_insert(
+        &mut self,
+        w: i64,
+        k: i64,
+        n: bool,
+        ids: &mut GroupIds,
+    ) -> Result<(u32, bool)> {
         let IntKeys {
             hasher,
             table,
@@ -215,38 +283,26 @@ impl IntKeys {
             null,
             ..
         } = self;
-        for (i, &w) in starts.iter().enumerate() {
-            let (k, n) = match (values.get(i), &nulls) {
-                (Some(_), Some(ns)) if ns.is_null(i) => (0, true),
-                (Some(&v), _) => (v, false),
-                (None, _) => (0, false),
-            };
-            let h = Self::hash(hasher, w, k, n);
-            let found = table.find(h, |&g| {
-                let gi = g as usize;
-                key[gi] == k && null[gi] == n && ids.window(g) == w
-            });
-            let g = match found {
-                Some(&g) => g,
-                None => {
-                    let g = ids.allocate(w)?;
-                    let gi = g as usize;
-                    if gi >= key.len() {
-                        key.resize(gi + 1, 0);
-                        null.resize(gi + 1, false);
-                    }
-                    key[gi] = k;
-                    null[gi] = n;
-                    table.insert_unique(h, g, |&g| {
-                        Self::hash(hasher, ids.window(g), key[g as usize], null[g as usize])
-                    });
-                    created.push(g);
-                    g
-                }
-            };
-            out.push(g);
+        let h = Self::hash(hasher, w, k, n);
+        let found = table.find(h, |&g| {
+            let gi = g as usize;
+            key[gi] == k && null[gi] == n && ids.window(g) == w
+        });
+        if let Some(&g) = found {
+            return Ok((g, false));
         }
-        Ok(())
+        let g = ids.allocate(w)?;
+        let gi = g as usize;
+        if gi >= key.len() {
+            key.resize(gi + 1, 0);
+            null.resize(gi + 1, false);
+        }
+        key[gi] = k;
+        null[gi] = n;
+        table.insert_unique(h, g, |&g| {
+            Self::hash(hasher, ids.window(g), key[g as usize], null[g as usize])
+        });
+        Ok((g, true))
     }
 
     fn remove(&mut self, g: u32, ids: &GroupIds) {
@@ -310,37 +366,38 @@ impl RowKeys {
             .map(|&c| batch.column(c).clone())
             .collect();
         let rows = self.converter.convert_columns(&cols)?;
+        for (i, &w) in starts.iter().enumerate() {
+            let (g, new) = self.find_or_insert(w, rows.row(i).as_ref(), ids)?;
+            if new {
+                created.push(g);
+            }
+            out.push(g);
+        }
+        Ok(())
+    }
+
+    fn find_or_insert(&mut self, w: i64, k: &[u8], ids: &mut GroupIds) -> Result<(u32, bool)> {
         let RowKeys {
             hasher,
             table,
             bytes,
             ..
         } = self;
-        for (i, &w) in starts.iter().enumerate() {
-            let row = rows.row(i);
-            let k = row.as_ref();
-            let h = hasher.hash_one((w, k));
-            let found = table.find(h, |&g| ids.window(g) == w && bytes[g as usize] == k);
-            let g = match found {
-                Some(&g) => g,
-                None => {
-                    let g = ids.allocate(w)?;
-                    let gi = g as usize;
-                    if gi >= bytes.len() {
-                        bytes.resize_with(gi + 1, Vec::new);
-                    }
-                    bytes[gi].clear();
-                    bytes[gi].extend_from_slice(k);
-                    table.insert_unique(h, g, |&g| {
-                        hasher.hash_one((ids.window(g), bytes[g as usize].as_slice()))
-                    });
-                    created.push(g);
-                    g
-                }
-            };
-            out.push(g);
+        let h = hasher.hash_one((w, k));
+        if let Some(&g) = table.find(h, |&g| ids.window(g) == w && bytes[g as usize] == k) {
+            return Ok((g, false));
         }
-        Ok(())
+        let g = ids.allocate(w)?;
+        let gi = g as usize;
+        if gi >= bytes.len() {
+            bytes.resize_with(gi + 1, Vec::new);
+        }
+        bytes[gi].clear();
+        bytes[gi].extend_from_slice(k);
+        table.insert_unique(h, g, |&g| {
+            hasher.hash_one((ids.window(g), bytes[g as usize].as_slice()))
+        });
+        Ok((g, true))
     }
 
     fn remove(&mut self, g: u32, ids: &GroupIds) {

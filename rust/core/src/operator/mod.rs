@@ -10,10 +10,14 @@
 //! keep that column (projections carry it along); results leave the engine without it.
 
 pub mod aggregate;
+pub mod emit;
 pub mod expr;
 pub mod filter;
 pub mod group_keys;
+pub mod interval_join;
+pub mod lookup_join;
 pub mod project;
+pub mod session_window;
 pub mod window;
 pub mod window_aggregate;
 
@@ -47,21 +51,56 @@ pub struct OperatorMetrics {
     pub live_groups: u64,
     /// Largest number of groups held at once.
     pub peak_groups: u64,
+    /// Rows held in join state (both sides) or in a lookup table.
+    pub state_rows: u64,
+    /// Largest number of rows held in join state at once.
+    pub peak_state_rows: u64,
+}
+
+impl OperatorMetrics {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &OperatorMetrics) {
+        self.late_dropped += other.late_dropped;
+        self.late_side_output += other.late_side_output;
+        self.open_windows += other.open_windows;
+        self.live_groups += other.live_groups;
+        self.peak_groups += other.peak_groups;
+        self.state_rows += other.state_rows;
+        self.peak_state_rows += other.peak_state_rows;
+    }
 }
 
 /// What the reactor lends an operator for one call.
+///
+/// Each operator lives in its own *watermark domain*: an operator downstream of steps that
+/// delay the watermark (see [`Operator::watermark_delay`]) sees the query watermark minus
+/// those delays, and has its own timer wheel in that domain, so operators never deal with
+/// the shift themselves.
 pub struct OperatorContext<'a> {
     watermark: Option<Timestamp>,
+    now: Timestamp,
     operator: u32,
     timers: &'a mut TimerWheel<TimerPayload>,
     output: &'a mut Vec<RecordBatch>,
     late: &'a mut Vec<RecordBatch>,
 }
 
+/// The watermark `wm` seen `shift` ms downstream (`+inf` stays `+inf`).
+#[inline]
+pub fn shift_watermark(wm: Timestamp, shift: i64) -> Timestamp {
+    if wm == Timestamp::MAX {
+        wm
+    } else {
+        wm.saturating_sub(shift)
+    }
+}
+
 impl<'a> OperatorContext<'a> {
-    /// A context for operator number `operator` of a query.
+    /// A context for operator number `operator` whose watermark (in its own domain) is
+    /// `watermark` and whose processing time is `now`.
     pub fn new(
         watermark: Option<Timestamp>,
+        now: Timestamp,
         operator: u32,
         timers: &'a mut TimerWheel<TimerPayload>,
         output: &'a mut Vec<RecordBatch>,
@@ -69,6 +108,7 @@ impl<'a> OperatorContext<'a> {
     ) -> Self {
         OperatorContext {
             watermark,
+            now,
             operator,
             timers,
             output,
@@ -76,9 +116,14 @@ impl<'a> OperatorContext<'a> {
         }
     }
 
-    /// The query's combined watermark in force for this call (`None`: no watermark yet).
+    /// The watermark in force for this call, in the operator's domain (`None`: none yet).
     pub fn watermark(&self) -> Option<Timestamp> {
         self.watermark
+    }
+
+    /// Processing time (epoch ms) as of the message being handled.
+    pub fn now(&self) -> Timestamp {
+        self.now
     }
 
     /// Appends a result batch for the next operator (or the query's output).
@@ -95,7 +140,8 @@ impl<'a> OperatorContext<'a> {
         }
     }
 
-    /// Registers an event-time timer that fires `on_timer` once the watermark reaches `deadline`.
+    /// Registers an event-time timer that fires `on_timer` once the operator's watermark
+    /// reaches `deadline`.
     pub fn register_timer(&mut self, deadline: Timestamp, key: i64) -> TimerId {
         self.timers.insert(
             deadline,
@@ -105,22 +151,34 @@ impl<'a> OperatorContext<'a> {
             },
         )
     }
+
+    /// Cancels a timer registered earlier (no effect if it already fired).
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.timers.cancel(id);
+    }
 }
 
 /// A vectorised stream transformation. See the module docs for the batch contract.
 pub trait Operator: Send {
     /// Short name for metrics and errors.
     fn name(&self) -> &'static str;
-    /// Schema of the batches this operator emits (including the hidden time column when the
-    /// output is still a stream, see [`Operator::emits_stream`]).
+    /// Schema of the batches this operator emits: a stream schema, ending with the hidden
+    /// event-time column.
     fn output_schema(&self) -> SchemaRef;
-    /// Whether the output still carries the hidden event-time column.
-    fn emits_stream(&self) -> bool {
-        true
-    }
-    /// Processes one input batch.
+    /// Processes one input batch (single-input operators).
     fn process(&mut self, input: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()>;
-    /// A timer this operator registered has fired.
+    /// Processes one batch arriving on input `port` (0: left, 1: right). Single-input
+    /// operators keep the default, which forwards to [`Operator::process`].
+    fn process_port(
+        &mut self,
+        port: usize,
+        input: &RecordBatch,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        debug_assert_eq!(port, 0, "{} has one input", self.name());
+        self.process(input, ctx)
+    }
+    /// A timer this operator registered has fired (`deadline` in the operator's domain).
     fn on_timer(
         &mut self,
         _deadline: Timestamp,
@@ -129,9 +187,39 @@ pub trait Operator: Send {
     ) -> Result<()> {
         Ok(())
     }
-    /// The combined watermark advanced to `wm` (after due timers have fired).
+    /// The watermark advanced to `wm` (after due timers have fired).
     fn on_watermark(&mut self, _wm: Timestamp, _ctx: &mut OperatorContext<'_>) -> Result<()> {
         Ok(())
+    }
+    /// Processing time moved to `now` (sent on engine calls, never from a timer thread).
+    fn on_processing_time(
+        &mut self,
+        _now: Timestamp,
+        _ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// A lookup table changed (`replace`: its rows are now exactly `rows`; otherwise `rows`
+    /// are upserted), at processing time `now`. Only lookup joins of that table care.
+    fn on_table_update(
+        &mut self,
+        _table: &str,
+        _rows: &RecordBatch,
+        _replace: bool,
+        _now: Timestamp,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// How far behind its input watermark this operator's output may be: every row it emits
+    /// after seeing watermark `w` has event time `>= w - delay`. Downstream steps see the
+    /// watermark shifted by this much.
+    fn watermark_delay(&self) -> i64 {
+        0
+    }
+    /// Whether the rows this operator emits are final (never retracted or re-emitted), so a
+    /// further windowed step may aggregate them.
+    fn append_only(&self) -> bool {
+        true
     }
     /// Current counters.
     fn metrics(&self) -> OperatorMetrics {

@@ -1,33 +1,39 @@
-//! `WindowAggregate`: tumbling windows grouped by key, emitted when the window closes.
+//! `WindowAggregate`: tumbling and sliding windows grouped by key, with every emit strategy.
+//!
+//! State is kept per *pane* (see [`Panes`]): a group is `(pane start, key)`, each row is
+//! folded into exactly one group, and a window's result is the merge of its panes' groups.
+//! Tumbling windows have one pane per window, so their results are read straight from the
+//! groups with no merge.
 //!
 //! Per batch, in this order (the order is the correctness argument):
 //! 1. Rows are judged late against the watermark *in force when the batch arrives*: a row is
-//!    late if its window has already closed, i.e. `window_end + allowed_lateness <= watermark`.
+//!    late when every window holding it is closed (`end + allowed_lateness <= watermark`).
 //!    Late rows are counted and dropped, or sent to the late side output.
-//! 2. Every other row is assigned its window start (vectorised), then its group id (one hash
-//!    probe), then every aggregate folds the batch in one typed loop.
-//! 3. Only after that does the reactor let the batch's own event times move the watermark,
-//!    which fires the timers of the windows it closes (see `reactor`).
+//! 2. Every other row is assigned its pane (vectorised), then its group id (one hash probe),
+//!    then every aggregate folds the batch in one typed loop.
+//! 3. Per-batch emit strategies (`on_update`, `changelog`, late refires of `on_window_close`)
+//!    emit the windows the batch changed; `changelog` first retracts their previous rows,
+//!    computed from the state before step 2 folded the batch in.
+//! 4. Only after that does the reactor let the batch's own event times move the watermark,
+//!    which fires the timers of the windows it closes.
 //!
-//! A window registers one timer at `end + allowed_lateness` when its first row arrives; when it
-//! fires, the window's groups are emitted as one batch (`window_start`, `window_end`, keys,
-//! aggregates) and their ids and table entries are released, so state is bounded by
-//! keys x open windows and never by the number of events.
+//! A window registers its timers (`end` to fire, `end + allowed_lateness` to close) when its
+//! first pane gets a group. When it closes, the panes no later window needs are released, so
+//! state is bounded by keys x open panes, never by the number of events.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::BooleanBuffer;
-use arrow_cast::cast;
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 
 use super::aggregate::{Accumulator, AggSpec};
+use super::emit::{EmitSpec, ResultLayout};
 use super::group_keys::{GroupIds, GroupKeys};
-use super::window::{Tumbling, MAX_SPAN_MS};
+use super::window::{Panes, MAX_SPAN_MS};
 use super::{Operator, OperatorContext, OperatorMetrics};
 use crate::engine::TIME_COLUMN;
 use crate::error::{Error, Result};
@@ -44,91 +50,237 @@ pub enum LatePolicy {
     SideOutput,
 }
 
-/// Tumbling-window grouped aggregation.
-pub struct WindowAggregate {
-    window: Tumbling,
-    lateness: i64,
-    late_policy: LatePolicy,
-    time_index: usize,
-    bound_type: DataType,
-    keys: GroupKeys,
-    aggs: Vec<Accumulator>,
-    ids: GroupIds,
-    /// Open windows (by start) with their groups in creation order.
-    windows: BTreeMap<Timestamp, Vec<u32>>,
-    schema: SchemaRef,
-    metrics: OperatorMetrics,
-    // Scratch reused across batches.
-    starts: Vec<i64>,
-    groups: Vec<u32>,
-    created: Vec<u32>,
+/// What every windowed aggregation is configured with.
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Allowed lateness in ms.
+    pub lateness_ms: i64,
+    /// Late-row policy.
+    pub late: LatePolicy,
+    /// Emit strategy.
+    pub emit: EmitSpec,
+    /// Group-by columns.
+    pub keys: Vec<String>,
+    /// Aggregates.
+    pub aggs: Vec<AggSpec>,
+    /// Input stream schema.
+    pub input: SchemaRef,
+    /// Type of the window bound columns (int64 or a millisecond timestamp).
+    pub bound_type: DataType,
 }
 
-impl WindowAggregate {
-    /// Builds the operator over stream `input`. `bound_type` is the type of the window bound
-    /// columns (int64 or a millisecond timestamp, following the source's time column).
-    pub fn new(
-        window: Tumbling,
-        lateness_ms: i64,
-        late_policy: LatePolicy,
-        keys: &[String],
-        aggs: &[AggSpec],
-        input: SchemaRef,
-        bound_type: DataType,
-    ) -> Result<Self> {
-        if !(0..=MAX_SPAN_MS).contains(&lateness_ms) {
+/// The parts every window operator binds from a [`WindowConfig`].
+pub(crate) struct Bound {
+    pub time_index: usize,
+    pub keys: GroupKeys,
+    pub aggs: Aggregates,
+    pub layout: ResultLayout,
+}
+
+impl WindowConfig {
+    /// Validates the configuration and binds keys, aggregates and the result layout.
+    pub(crate) fn bind(&self) -> Result<Bound> {
+        if !(0..=MAX_SPAN_MS).contains(&self.lateness_ms) {
             return Err(Error::InvalidPlan(format!(
-                "allowed lateness must be between 0 and 100 years, got {lateness_ms} ms"
+                "allowed lateness must be between 0 and 100 years, got {} ms",
+                self.lateness_ms
             )));
         }
-        if aggs.is_empty() {
+        if self.aggs.is_empty() {
             return Err(Error::InvalidPlan(
                 "agg() needs at least one aggregate, e.g. .agg(n=lm.count())".into(),
             ));
         }
-        let time_index = input
+        self.emit.validate()?;
+        let time_index = self
+            .input
             .index_of(TIME_COLUMN)
             .map_err(|_| Error::InvalidPlan("window input has no event-time column".into()))?;
-        let keys = GroupKeys::new(keys, &input)?;
-        let aggs = aggs
-            .iter()
-            .map(|a| Accumulator::new(a, &input))
-            .collect::<Result<Vec<_>>>()?;
-        let mut fields = vec![
-            Field::new("window_start", bound_type.clone(), false),
-            Field::new("window_end", bound_type.clone(), false),
-        ];
-        fields.extend(keys.fields().iter().cloned());
-        fields.extend(aggs.iter().map(|a| a.field().clone()));
-        for (i, f) in fields.iter().enumerate() {
-            if fields[..i].iter().any(|g| g.name() == f.name()) {
-                return Err(Error::InvalidPlan(format!(
-                    "result column '{}' appears twice; rename the aggregate",
-                    f.name()
-                )));
-            }
-        }
-        Ok(WindowAggregate {
-            window,
-            lateness: lateness_ms,
-            late_policy,
+        let keys = GroupKeys::new(&self.keys, &self.input)?;
+        let aggs = Aggregates::new(&self.aggs, &self.input)?;
+        let agg_fields: Vec<_> = aggs.list.iter().map(|a| a.field().clone()).collect();
+        let layout = ResultLayout::new(
+            keys.fields(),
+            &agg_fields,
+            self.bound_type.clone(),
+            self.emit == EmitSpec::Changelog,
+        )?;
+        Ok(Bound {
             time_index,
-            bound_type,
             keys,
             aggs,
-            ids: GroupIds::default(),
-            windows: BTreeMap::new(),
-            schema: Arc::new(Schema::new(fields)),
-            metrics: OperatorMetrics::default(),
-            starts: Vec::new(),
-            groups: Vec::new(),
-            created: Vec::new(),
+            layout,
         })
     }
 
-    /// Routes the rows whose window closed at watermark `wm` (counted, dropped or sent to the
-    /// side output) and returns the on-time rows, or `None` when every row is on time (the
-    /// common case, which costs one comparison).
+    /// Counts late rows (given as a mask over `batch`) and routes them per the policy.
+    pub(crate) fn route_late(
+        &self,
+        batch: &RecordBatch,
+        late: &BooleanBuffer,
+        metrics: &mut OperatorMetrics,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<RecordBatch> {
+        let n_late = late.count_set_bits() as u64;
+        match self.late {
+            LatePolicy::Drop => metrics.late_dropped += n_late,
+            LatePolicy::SideOutput => {
+                metrics.late_side_output += n_late;
+                ctx.emit_late(filter_record_batch(batch, &late.clone().into())?);
+            }
+        }
+        Ok(filter_record_batch(batch, &(!late).into())?)
+    }
+}
+
+/// The accumulators of one query, all indexed by the same group ids.
+pub(crate) struct Aggregates {
+    pub list: Vec<Accumulator>,
+}
+
+impl Aggregates {
+    pub fn new(specs: &[AggSpec], input: &arrow_schema::Schema) -> Result<Self> {
+        Ok(Aggregates {
+            list: specs
+                .iter()
+                .map(|a| Accumulator::new(a, input))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    pub fn reset(&mut self, g: u32) {
+        self.list.iter_mut().for_each(|a| a.reset(g));
+    }
+
+    pub fn update(&mut self, groups: &[u32], batch: &RecordBatch, seq0: u64) -> Result<()> {
+        self.list
+            .iter_mut()
+            .try_for_each(|a| a.update(groups, batch, seq0))
+    }
+
+    pub fn merge_from(&mut self, src: &Aggregates, pairs: &[(u32, u32)]) -> Result<()> {
+        for (d, s) in self.list.iter_mut().zip(&src.list) {
+            d.merge_from(s, pairs)?;
+        }
+        Ok(())
+    }
+
+    pub fn merge_within(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
+        self.list.iter_mut().try_for_each(|a| a.merge_within(pairs))
+    }
+
+    pub fn finish(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
+        self.list.iter().map(|a| a.finish(groups)).collect()
+    }
+}
+
+/// Scratch space where pane groups are merged into window results.
+struct MergeArea {
+    keys: GroupKeys,
+    ids: GroupIds,
+    aggs: Aggregates,
+    /// (merged group, window start) of the units gathered so far.
+    units: Vec<(u32, i64)>,
+    /// (merged group, pane group) pairs to fold.
+    pairs: Vec<(u32, u32)>,
+    /// Every merged group allocated since the last release.
+    allocated: Vec<u32>,
+    /// Per merged group: whether a pane group of it predates the batch.
+    existed: Vec<bool>,
+}
+
+/// An open window (one that has not closed yet).
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenWindow {
+    /// The window has emitted its rows at its end (on_window_close with lateness).
+    fired: bool,
+}
+
+/// Tumbling- or sliding-window grouped aggregation.
+pub struct WindowAggregate {
+    panes: Panes,
+    config: WindowConfig,
+    time_index: usize,
+    keys: GroupKeys,
+    aggs: Aggregates,
+    ids: GroupIds,
+    layout: ResultLayout,
+    merge: MergeArea,
+    /// Panes holding groups, by start, with their groups in creation order.
+    pane_groups: BTreeMap<Timestamp, Vec<u32>>,
+    /// Open windows by start.
+    windows: BTreeMap<Timestamp, OpenWindow>,
+    metrics: OperatorMetrics,
+    /// Arrival number of the next row (for first/last across panes).
+    seq: u64,
+    /// Per group: created by the batch being processed.
+    fresh: Vec<bool>,
+    /// Per group: changed since the last periodic emit.
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+    last_periodic: Option<Timestamp>,
+    // Scratch reused across batches.
+    starts: Vec<i64>,
+    groups: Vec<u32>,
+    created: Vec<u32>,
+    touched: Vec<u32>,
+    seen: Vec<bool>,
+}
+
+impl WindowAggregate {
+    /// Builds the operator for windows laid out as `panes`.
+    pub fn new(panes: Panes, config: WindowConfig) -> Result<Self> {
+        let Bound {
+            time_index,
+            keys,
+            aggs,
+            layout,
+        } = config.bind()?;
+        let merge = MergeArea {
+            keys: GroupKeys::new(&config.keys, &config.input)?,
+            ids: GroupIds::default(),
+            aggs: Aggregates::new(&config.aggs, &config.input)?,
+            units: Vec::new(),
+            pairs: Vec::new(),
+            allocated: Vec::new(),
+            existed: Vec::new(),
+        };
+        Ok(WindowAggregate {
+            panes,
+            time_index,
+            keys,
+            aggs,
+            ids: GroupIds::default(),
+            layout,
+            merge,
+            config,
+            pane_groups: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            metrics: OperatorMetrics::default(),
+            seq: 0,
+            fresh: Vec::new(),
+            dirty: Vec::new(),
+            dirty_list: Vec::new(),
+            last_periodic: None,
+            starts: Vec::new(),
+            groups: Vec::new(),
+            created: Vec::new(),
+            touched: Vec::new(),
+            seen: Vec::new(),
+        })
+    }
+
+    fn lateness(&self) -> i64 {
+        self.config.lateness_ms
+    }
+
+    /// Whether window `s` is closed at watermark `wm`.
+    fn closed(&self, s: Timestamp, wm: Option<Timestamp>) -> bool {
+        wm.is_some_and(|w| s.saturating_add(self.panes.size()).saturating_add(self.lateness()) <= w)
+    }
+
+    /// Splits off the rows all of whose windows closed at watermark `wm`; `None` when every
+    /// row is on time (the common case, which costs one comparison).
     fn split_late(
         &mut self,
         batch: &RecordBatch,
@@ -136,35 +288,249 @@ impl WindowAggregate {
         min: i64,
         ctx: &mut OperatorContext<'_>,
     ) -> Result<Option<RecordBatch>> {
-        // Window start s is closed iff s + size + lateness <= wm.
-        let cutoff = wm.saturating_sub(self.window.size() + self.lateness);
-        if self.window.start_of(min) > cutoff {
+        // A row is late iff the last window holding it starts at or before the cutoff.
+        let cutoff = wm
+            .saturating_sub(self.panes.size())
+            .saturating_sub(self.lateness());
+        if self.panes.last_window(min) > cutoff {
             return Ok(None);
         }
         let times = batch
             .column(self.time_index)
             .as_primitive::<Int64Type>()
             .values();
-        let w = self.window;
-        let late = BooleanBuffer::collect_bool(times.len(), |i| w.start_of(times[i]) <= cutoff);
-        let n_late = late.count_set_bits() as u64;
-        match self.late_policy {
-            LatePolicy::Drop => self.metrics.late_dropped += n_late,
-            LatePolicy::SideOutput => {
-                self.metrics.late_side_output += n_late;
-                ctx.emit_late(filter_record_batch(batch, &late.clone().into())?);
-            }
-        }
-        Ok(Some(filter_record_batch(batch, &(!&late).into())?))
+        let p = self.panes;
+        let late = BooleanBuffer::collect_bool(times.len(), |i| p.last_window(times[i]) <= cutoff);
+        let on_time = self
+            .config
+            .route_late(batch, &late, &mut self.metrics, ctx)?;
+        Ok(Some(on_time))
     }
 
-    fn bound_column(&self, value: i64, len: usize) -> Result<ArrayRef> {
-        let a: ArrayRef = Arc::new(Int64Array::from_value(value, len));
-        Ok(if self.bound_type == DataType::Int64 {
-            a
+    /// A pane got its first group: open the windows holding it that are not open yet (and
+    /// not already closed), registering their timers.
+    fn open_windows_of(&mut self, pane: Timestamp, ctx: &mut OperatorContext<'_>) {
+        let wm = ctx.watermark();
+        for s in self.panes.windows_of(pane) {
+            if self.windows.contains_key(&s) || self.closed(s, wm) {
+                continue;
+            }
+            let end = s.saturating_add(self.panes.size());
+            let close = end.saturating_add(self.lateness());
+            let mut window = OpenWindow::default();
+            if self.config.emit.fires_at_end(self.lateness()) {
+                if wm.is_some_and(|w| end <= w) {
+                    // Opened by allowed-late rows after its end: it has fired (empty); its rows
+                    // are emitted after this batch like any other late refire.
+                    window.fired = true;
+                } else {
+                    ctx.register_timer(end, s);
+                }
+            }
+            ctx.register_timer(close, s);
+            self.windows.insert(s, window);
+        }
+    }
+
+    fn grow_flags(&mut self, g: u32) {
+        let need = g as usize + 1;
+        if self.fresh.len() < need {
+            self.fresh.resize(need, false);
+            self.dirty.resize(need, false);
+            self.seen.resize(need, false);
+        }
+    }
+
+    /// Adds the units `(window, key of g)` for every open window holding g's pane that
+    /// `want` accepts to the merge area (one unit per window and key).
+    fn gather_units(
+        &mut self,
+        groups: &[u32],
+        only: Option<Timestamp>,
+        want: impl Fn(&OpenWindow) -> bool,
+    ) -> Result<()> {
+        let ppw = self.panes.panes_per_window();
+        let pane = self.panes.pane_size();
+        for &g in groups {
+            let p = self.ids.window(g);
+            for s in self.panes.windows_of(p) {
+                if only.is_some_and(|o| o != s) {
+                    continue;
+                }
+                match self.windows.get(&s) {
+                    Some(w) if want(w) => {}
+                    _ => continue,
+                }
+                let (m, created) =
+                    self.merge
+                        .keys
+                        .insert_like(&self.keys, g, s, &mut self.merge.ids)?;
+                if !created {
+                    continue;
+                }
+                self.merge.aggs.reset(m);
+                self.merge.units.push((m, s));
+                self.merge.allocated.push(m);
+                for k in 0..ppw {
+                    let q = s + k * pane;
+                    let found = if q == p {
+                        Some(g)
+                    } else {
+                        self.keys.find_like(g, q, &self.ids)
+                    };
+                    if let Some(pg) = found {
+                        self.merge.pairs.push((m, pg));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the gathered units (merging their panes) with `weight`, then empties the area.
+    /// With `existing_only`, units none of whose pane groups predate this batch are skipped
+    /// (a retraction needs a row emitted before).
+    fn emit_units(
+        &mut self,
+        weight: Option<i64>,
+        existing_only: bool,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        let area = &mut self.merge;
+        if existing_only {
+            let need = area.allocated.iter().map(|&m| m as usize + 1).max().unwrap_or(0);
+            area.existed.clear();
+            area.existed.resize(need, false);
+            for &(m, pg) in &area.pairs {
+                if !self.fresh[pg as usize] {
+                    area.existed[m as usize] = true;
+                }
+            }
+            let existed = &area.existed;
+            area.units.retain(|&(m, _)| existed[m as usize]);
+        }
+        area.aggs.merge_from(&self.aggs, &area.pairs)?;
+        if !area.units.is_empty() {
+            let ms: Vec<u32> = area.units.iter().map(|u| u.0).collect();
+            let starts: Vec<i64> = area.units.iter().map(|u| u.1).collect();
+            let ends = starts.iter().map(|s| s + self.panes.size()).collect();
+            let keys = area.keys.finish(&ms)?;
+            let aggs = area.aggs.finish(&ms)?;
+            ctx.emit(self.layout.build(starts, ends, keys, aggs, weight)?);
+        }
+        area.release_all();
+        Ok(())
+    }
+
+    /// Emits the rows of `groups` (pane groups of tumbling windows, one per window and key).
+    fn emit_groups(&self, groups: &[u32], weight: Option<i64>, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let starts: Vec<i64> = groups.iter().map(|&g| self.ids.window(g)).collect();
+        let ends = starts.iter().map(|s| s + self.panes.size()).collect();
+        let keys = self.keys.finish(groups)?;
+        let aggs = self.aggs.finish(groups)?;
+        ctx.emit(self.layout.build(starts, ends, keys, aggs, weight)?);
+        Ok(())
+    }
+
+    /// Emits the current rows of the windows (accepted by `want`) that `groups` belong to.
+    fn emit_changed(
+        &mut self,
+        groups: &[u32],
+        want: impl Fn(&OpenWindow) -> bool,
+        weight: Option<i64>,
+        existing_only: bool,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        if self.panes.panes_per_window() == 1 {
+            let selected: Vec<u32> = groups
+                .iter()
+                .copied()
+                .filter(|&g| {
+                    (!existing_only || !self.fresh[g as usize])
+                        && self.windows.get(&self.ids.window(g)).is_some_and(&want)
+                })
+                .collect();
+            return self.emit_groups(&selected, weight, ctx);
+        }
+        self.gather_units(groups, None, want)?;
+        self.emit_units(weight, existing_only, ctx)
+    }
+
+    /// Window `s` fires or closes.
+    fn on_window_timer(&mut self, s: Timestamp, close: bool, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let lateness = self.lateness();
+        let emit = if close {
+            self.config.emit.emits_at_close(lateness)
         } else {
-            cast(&a, &self.bound_type)?
-        })
+            true
+        };
+        let Some(w) = self.windows.get_mut(&s) else {
+            return Ok(());
+        };
+        if !close {
+            if w.fired {
+                return Ok(());
+            }
+            w.fired = true;
+        }
+        if emit {
+            let end = s + self.panes.size();
+            let groups: Vec<u32> = self
+                .pane_groups
+                .range(s..end)
+                .flat_map(|(_, g)| g.iter().copied())
+                .collect();
+            if self.panes.panes_per_window() == 1 {
+                self.emit_groups(&groups, None, ctx)?;
+            } else {
+                self.gather_units(&groups, Some(s), |_| true)?;
+                self.emit_units(None, false, ctx)?;
+            }
+        }
+        if close {
+            self.windows.remove(&s);
+            // Panes whose last window is `s` are no longer needed.
+            let slide_end = s + self.panes.slide();
+            let done: Vec<Timestamp> = self.pane_groups.range(s..slide_end).map(|(&p, _)| p).collect();
+            for p in done {
+                if let Some(groups) = self.pane_groups.remove(&p) {
+                    for g in groups {
+                        self.keys.remove(g, &self.ids);
+                        self.ids.release(g);
+                        self.dirty[g as usize] = false;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_periodic(&mut self, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let list = std::mem::take(&mut self.dirty_list);
+        let live: Vec<u32> = list
+            .iter()
+            .copied()
+            .filter(|&g| std::mem::take(&mut self.dirty[g as usize]))
+            .collect();
+        self.emit_changed(&live, |_| true, None, false, ctx)?;
+        self.dirty_list = list;
+        self.dirty_list.clear();
+        Ok(())
+    }
+}
+
+impl MergeArea {
+    fn release_all(&mut self) {
+        for &m in &self.allocated {
+            self.keys.remove(m, &self.ids);
+            self.ids.release(m);
+        }
+        self.allocated.clear();
+        self.units.clear();
+        self.pairs.clear();
     }
 }
 
@@ -174,11 +540,15 @@ impl Operator for WindowAggregate {
     }
 
     fn output_schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.layout.schema().clone()
     }
 
-    fn emits_stream(&self) -> bool {
-        false
+    fn watermark_delay(&self) -> i64 {
+        self.lateness()
+    }
+
+    fn append_only(&self) -> bool {
+        self.config.emit.append_only(self.lateness())
     }
 
     fn process(&mut self, input: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
@@ -203,10 +573,9 @@ impl Operator for WindowAggregate {
             .as_primitive::<Int64Type>()
             .values();
         if on_time.is_some() {
-            // Late rows were split off: the extremes of what is left.
             (min, max) = crate::time::convert::min_max(times);
         }
-        self.window.assign(times, min, max, &mut self.starts);
+        self.panes.pane().assign(times, min, max, &mut self.starts);
         self.created.clear();
         self.keys.assign(
             batch,
@@ -215,50 +584,82 @@ impl Operator for WindowAggregate {
             &mut self.groups,
             &mut self.created,
         )?;
-        for &g in &self.created {
-            let start = self.ids.window(g);
-            for a in &mut self.aggs {
-                a.reset(g);
-            }
-            match self.windows.get_mut(&start) {
+        for i in 0..self.created.len() {
+            let g = self.created[i];
+            self.grow_flags(g);
+            self.fresh[g as usize] = true;
+            self.aggs.reset(g);
+            let pane = self.ids.window(g);
+            match self.pane_groups.get_mut(&pane) {
                 Some(groups) => groups.push(g),
                 None => {
-                    let deadline = start
-                        .saturating_add(self.window.size())
-                        .saturating_add(self.lateness);
-                    ctx.register_timer(deadline, start);
-                    self.windows.insert(start, vec![g]);
+                    self.pane_groups.insert(pane, vec![g]);
+                    self.open_windows_of(pane, ctx);
                 }
             }
         }
-        for a in &mut self.aggs {
-            a.update(&self.groups, batch)?;
+        let emit = self.config.emit;
+        let lateness = self.lateness();
+        // Which windows the batch changed, for the strategies that emit per batch.
+        let refire = emit.fires_at_end(lateness) && self.windows.values().any(|w| w.fired);
+        let track = emit.per_batch() || refire || matches!(emit, EmitSpec::Periodic { .. });
+        if track {
+            self.touched.clear();
+            for &g in &self.groups {
+                if !std::mem::replace(&mut self.seen[g as usize], true) {
+                    self.touched.push(g);
+                }
+            }
+            for &g in &self.touched {
+                self.seen[g as usize] = false;
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        if emit == EmitSpec::Changelog {
+            self.emit_changed(&touched, |_| true, Some(-1), true, ctx)?;
+        }
+        self.aggs.update(&self.groups, batch, self.seq)?;
+        self.seq += batch.num_rows() as u64;
+        match emit {
+            EmitSpec::Changelog => self.emit_changed(&touched, |_| true, Some(1), false, ctx)?,
+            EmitSpec::OnUpdate => self.emit_changed(&touched, |_| true, None, false, ctx)?,
+            EmitSpec::OnWindowClose if refire => {
+                self.emit_changed(&touched, |w| w.fired, None, false, ctx)?
+            }
+            EmitSpec::Periodic { .. } => {
+                for &g in &touched {
+                    if !std::mem::replace(&mut self.dirty[g as usize], true) {
+                        self.dirty_list.push(g);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.touched = touched;
+        for &g in &self.created {
+            self.fresh[g as usize] = false;
         }
         Ok(())
     }
 
-    fn on_timer(
-        &mut self,
-        _deadline: Timestamp,
-        start: i64,
-        ctx: &mut OperatorContext<'_>,
-    ) -> Result<()> {
-        let Some(groups) = self.windows.remove(&start) else {
+    fn on_timer(&mut self, deadline: Timestamp, start: i64, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let end = start.saturating_add(self.panes.size());
+        let close = deadline >= end.saturating_add(self.lateness());
+        self.on_window_timer(start, close, ctx)
+    }
+
+    fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let EmitSpec::Periodic { interval_ms } = self.config.emit else {
             return Ok(());
         };
-        let n = groups.len();
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        columns.push(self.bound_column(start, n)?);
-        columns.push(self.bound_column(start + self.window.size(), n)?);
-        columns.extend(self.keys.finish(&groups)?);
-        for a in &self.aggs {
-            columns.push(a.finish(&groups)?);
+        match self.last_periodic {
+            None => self.last_periodic = Some(now),
+            Some(last) if now.saturating_sub(last) >= interval_ms => {
+                self.last_periodic = Some(now);
+                self.emit_periodic(ctx)?;
+            }
+            Some(_) => {}
         }
-        for &g in &groups {
-            self.keys.remove(g, &self.ids);
-            self.ids.release(g);
-        }
-        ctx.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
     }
 

@@ -22,10 +22,9 @@ use std::collections::VecDeque;
 
 use arrow_array::RecordBatch;
 
-pub use query::{QueryMetrics, QueryRuntime};
+pub use query::{Node, QueryGraph, QueryMetrics, QueryRuntime, Target};
 
 use crate::error::Result;
-use crate::operator::Operator;
 use crate::time::Timestamp;
 
 /// Index of a source in the engine.
@@ -59,6 +58,22 @@ pub enum CoreMessage {
     EndOfInput {
         /// The source.
         source: SourceId,
+    },
+    /// Processing time is now `now` (epoch ms): drives processing-time emits.
+    Tick {
+        /// Processing time.
+        now: Timestamp,
+    },
+    /// A lookup table changed: `replace` sets its rows to `rows`; otherwise they are upserted.
+    TableUpdate {
+        /// Table name.
+        table: std::sync::Arc<str>,
+        /// The rows.
+        rows: RecordBatch,
+        /// Replace the whole table (else upsert).
+        replace: bool,
+        /// Processing time of the change.
+        now: Timestamp,
     },
 }
 
@@ -104,9 +119,9 @@ impl Reactor {
         }
     }
 
-    /// Adds a query reading `inputs` (sources, in tracker order) through `operators` (none:
-    /// the rows pass through to the query's output).
-    pub fn add_query(&mut self, inputs: &[SourceId], operators: Vec<Box<dyn Operator>>) -> QueryId {
+    /// Adds a query reading `inputs` (sources, in tracker order) through `graph` (whose
+    /// `inputs` say where each source's batches enter).
+    pub fn add_query(&mut self, inputs: &[SourceId], graph: QueryGraph) -> QueryId {
         let id = self.queries.len();
         for (input, &s) in inputs.iter().enumerate() {
             let s = s as usize;
@@ -115,8 +130,7 @@ impl Reactor {
             }
             self.routes[s].push((id, input));
         }
-        self.queries
-            .push(QueryRuntime::new(inputs.len(), operators));
+        self.queries.push(QueryRuntime::new(graph));
         id as QueryId
     }
 
@@ -175,20 +189,45 @@ impl Reactor {
             | CoreMessage::Watermark { source, .. }
             | CoreMessage::SourceIdle { source }
             | CoreMessage::EndOfInput { source } => *source,
+            CoreMessage::Tick { .. } | CoreMessage::TableUpdate { .. } => {
+                for q in &mut self.queries {
+                    Self::deliver(q, 0, &msg)?;
+                }
+                return Ok(());
+            }
         };
         let n = self.routes.get(source as usize).map_or(0, Vec::len);
         // Usually one or two queries per source; iterate by index to keep borrows simple.
         for k in 0..n {
             let (q, input) = self.routes[source as usize][k];
-            let query = &mut self.queries[q];
-            match &msg {
-                CoreMessage::Data { batch, .. } => query.on_data(input, batch)?,
-                CoreMessage::Watermark { ts, .. } => query.on_source_watermark(input, *ts)?,
-                CoreMessage::SourceIdle { .. } => query.on_source_idle(input)?,
-                CoreMessage::EndOfInput { .. } => query.on_end_of_input(input)?,
-            }
+            Self::deliver(&mut self.queries[q], input, &msg)?;
         }
         Ok(())
+    }
+
+    fn deliver(query: &mut QueryRuntime, input: usize, msg: &CoreMessage) -> Result<()> {
+        match msg {
+            CoreMessage::Data { batch, .. } => query.on_data(input, batch),
+            CoreMessage::Watermark { ts, .. } => query.on_source_watermark(input, *ts),
+            CoreMessage::SourceIdle { .. } => query.on_source_idle(input),
+            CoreMessage::EndOfInput { .. } => query.on_end_of_input(input),
+            CoreMessage::Tick { now } => query.on_tick(*now),
+            CoreMessage::TableUpdate {
+                table,
+                rows,
+                replace,
+                now,
+            } => query.on_table_update(table, rows, *replace, *now),
+        }
+    }
+
+    /// Hands `msg` (about the query's input number `input`) to one query only, at once: used
+    /// to replay what a query missed while it waited for its inputs' schemas.
+    pub fn replay(&mut self, query: QueryId, input: usize, msg: &CoreMessage) -> Result<()> {
+        match self.queries.get_mut(query as usize) {
+            Some(q) => Self::deliver(q, input, msg),
+            None => Ok(()),
+        }
     }
 
     /// Moves the query's results out (empty if none).

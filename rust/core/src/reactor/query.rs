@@ -1,9 +1,23 @@
-//! One query inside a reactor: its operator chain, watermark tracker, timer wheel and outboxes.
+//! One query inside a reactor: its operator graph, watermark tracker, timer wheel and outboxes.
+//!
+//! The graph is a list of [`Node`]s in topological order. Each node names where its output
+//! goes (another node's input port, or the query's output), and each query input (source)
+//! names the node and port it enters. A plain query is a chain; a join adds a second branch
+//! that meets the first at the join's port 1.
+//!
+//! Every node has a watermark *shift*: the largest sum of [`Operator::watermark_delay`]s on a
+//! path from an input to it. It sees the query watermark minus its shift, and has its own
+//! timer wheel in that domain.
+//!
+//! When the watermark advances, nodes advance one at a time in graph order: a node fires its
+//! due timers and hears `on_watermark` while every node after it still has the old watermark,
+//! so rows a window emits because of this advance are judged downstream against the
+//! watermark in force before it (exactly as source rows are), never as late.
 
 use arrow_array::RecordBatch;
 
 use crate::error::Result;
-use crate::operator::{Operator, OperatorContext, OperatorMetrics, TimerPayload};
+use crate::operator::{shift_watermark, Operator, OperatorContext, OperatorMetrics, TimerPayload};
 use crate::time::timer_wheel::{Expired, TimerWheel};
 use crate::time::tracker::WatermarkTracker;
 use crate::time::Timestamp;
@@ -23,33 +37,68 @@ pub struct QueryMetrics {
     pub operators: OperatorMetrics,
 }
 
+/// Where a batch goes: a node's input port, or (`None`) the query's output.
+pub type Target = Option<(usize, usize)>;
+
+/// One operator of a query graph.
+pub struct Node {
+    /// The operator.
+    pub op: Box<dyn Operator>,
+    /// Where its output goes.
+    pub next: Target,
+}
+
+/// The graph of a compiled query.
+pub struct QueryGraph {
+    /// Operators in topological order.
+    pub nodes: Vec<Node>,
+    /// For each query input (in tracker order), where its batches enter.
+    pub inputs: Vec<Target>,
+}
+
 /// A query's runtime state. Driven only by its [`Reactor`](super::Reactor).
 pub struct QueryRuntime {
-    operators: Vec<Box<dyn Operator>>,
+    nodes: Vec<Node>,
+    inputs: Vec<Target>,
+    shifts: Vec<i64>,
     tracker: WatermarkTracker,
-    timers: TimerWheel<TimerPayload>,
+    /// Per node: its timers (in its own domain) and the query watermark it has seen.
+    timers: Vec<TimerWheel<TimerPayload>>,
+    node_wm: Vec<Option<Timestamp>>,
+    now: Timestamp,
     output: Vec<RecordBatch>,
     late: Vec<RecordBatch>,
     rows_in: u64,
     rows_out: u64,
-    // Scratch reused across calls.
-    current: Vec<RecordBatch>,
-    next: Vec<RecordBatch>,
+    // Scratch reused across calls: one output buffer per node.
+    scratch: Vec<Vec<RecordBatch>>,
     expired: Vec<Expired<TimerPayload>>,
 }
 
 impl QueryRuntime {
-    pub(super) fn new(inputs: usize, operators: Vec<Box<dyn Operator>>) -> Self {
+    pub(super) fn new(graph: QueryGraph) -> Self {
+        let QueryGraph { nodes, inputs } = graph;
+        // Shift of a node: the largest (shift + delay) over the nodes feeding it.
+        let mut shifts = vec![0i64; nodes.len()];
+        for i in 0..nodes.len() {
+            if let Some((n, _)) = nodes[i].next {
+                let s = shifts[i].saturating_add(nodes[i].op.watermark_delay());
+                shifts[n] = shifts[n].max(s);
+            }
+        }
         QueryRuntime {
-            operators,
-            tracker: WatermarkTracker::new(inputs),
-            timers: TimerWheel::new(),
+            scratch: (0..nodes.len()).map(|_| Vec::new()).collect(),
+            tracker: WatermarkTracker::new(inputs.len()),
+            timers: (0..nodes.len()).map(|_| TimerWheel::new()).collect(),
+            node_wm: vec![None; nodes.len()],
+            nodes,
+            inputs,
+            shifts,
+            now: 0,
             output: Vec::new(),
             late: Vec::new(),
             rows_in: 0,
             rows_out: 0,
-            current: Vec::new(),
-            next: Vec::new(),
             expired: Vec::new(),
         }
     }
@@ -61,9 +110,8 @@ impl QueryRuntime {
             }
         }
         self.rows_in += batch.num_rows() as u64;
-        self.current.clear();
-        self.current.push(batch.clone());
-        self.run_chain(0)
+        let target = self.inputs[input];
+        self.deliver(target, batch)
     }
 
     pub(super) fn on_source_watermark(&mut self, input: usize, ts: Timestamp) -> Result<()> {
@@ -87,78 +135,99 @@ impl QueryRuntime {
         }
     }
 
-    /// The combined watermark moved to `wm`: fire due timers in deadline order, then tell
-    /// every operator.
-    fn advance(&mut self, wm: Timestamp) -> Result<()> {
-        let mut expired = std::mem::take(&mut self.expired);
-        expired.clear();
-        self.timers.advance_to(wm, &mut expired);
-        let mut result = Ok(());
-        for timer in expired.drain(..) {
-            let op = timer.payload.operator as usize;
-            self.next.clear();
-            let mut ctx = OperatorContext::new(
-                Some(wm),
-                op as u32,
-                &mut self.timers,
-                &mut self.next,
-                &mut self.late,
-            );
-            if let Err(e) = self.operators[op].on_timer(timer.deadline, timer.payload.key, &mut ctx)
-            {
-                result = Err(e);
-                break;
-            }
-            std::mem::swap(&mut self.current, &mut self.next);
-            if let Err(e) = self.run_chain(op + 1) {
-                result = Err(e);
-                break;
-            }
-        }
-        self.expired = expired;
-        result?;
-        for i in 0..self.operators.len() {
-            self.next.clear();
-            let mut ctx = OperatorContext::new(
-                Some(wm),
-                i as u32,
-                &mut self.timers,
-                &mut self.next,
-                &mut self.late,
-            );
-            self.operators[i].on_watermark(wm, &mut ctx)?;
-            // Batches produced on a watermark continue down the chain.
-            if !self.next.is_empty() {
-                std::mem::swap(&mut self.current, &mut self.next);
-                self.run_chain(i + 1)?;
-            }
+    /// Processing time moved to `now`: every operator hears of it, in graph order.
+    pub(super) fn on_tick(&mut self, now: Timestamp) -> Result<()> {
+        self.now = self.now.max(now);
+        for i in 0..self.nodes.len() {
+            self.call(i, |op, ctx| op.on_processing_time(ctx.now(), ctx))?;
         }
         Ok(())
     }
 
-    /// Runs the batches in `self.current` through operators `start..` into the outbox.
-    fn run_chain(&mut self, start: usize) -> Result<()> {
-        let wm = self.tracker.current();
-        for i in start..self.operators.len() {
-            if self.current.is_empty() {
-                return Ok(());
-            }
-            self.next.clear();
+    /// A lookup table changed: every operator hears of it (lookup joins of that table apply it).
+    pub(super) fn on_table_update(
+        &mut self,
+        table: &str,
+        rows: &RecordBatch,
+        replace: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.now = self.now.max(now);
+        for n in &mut self.nodes {
+            n.op.on_table_update(table, rows, replace, now)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on node `i` with a fresh context, then sends what it emitted downstream.
+    fn call(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut dyn Operator, &mut OperatorContext<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut out = std::mem::take(&mut self.scratch[i]);
+        out.clear();
+        let result = {
             let mut ctx = OperatorContext::new(
-                wm,
+                self.node_wm[i].map(|w| shift_watermark(w, self.shifts[i])),
+                self.now,
                 i as u32,
-                &mut self.timers,
-                &mut self.next,
+                &mut self.timers[i],
+                &mut out,
                 &mut self.late,
             );
-            for b in self.current.iter() {
-                self.operators[i].process(b, &mut ctx)?;
+            f(self.nodes[i].op.as_mut(), &mut ctx)
+        };
+        let next = self.nodes[i].next;
+        let result = result.and_then(|()| {
+            out.iter()
+                .try_for_each(|b| self.deliver(next, b))
+        });
+        out.clear();
+        self.scratch[i] = out;
+        result
+    }
+
+    /// Sends `batch` to `target`: into a node (depth first), or to the query's output.
+    fn deliver(&mut self, target: Target, batch: &RecordBatch) -> Result<()> {
+        match target {
+            Some((node, port)) => self.call(node, |op, ctx| op.process_port(port, batch, ctx)),
+            None => {
+                self.rows_out += batch.num_rows() as u64;
+                self.output.push(batch.clone());
+                Ok(())
             }
-            std::mem::swap(&mut self.current, &mut self.next);
         }
-        for b in self.current.drain(..) {
-            self.rows_out += b.num_rows() as u64;
-            self.output.push(b);
+    }
+
+    /// The combined watermark moved to `wm`: node by node in graph order, fire the node's
+    /// due timers in deadline order, then tell it (see the module docs).
+    fn advance(&mut self, wm: Timestamp) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.node_wm[i] = Some(wm);
+            let local = shift_watermark(wm, self.shifts[i]);
+            // Timers set while firing (a session that grew re-arms its close) may already be
+            // due: keep firing until none is.
+            loop {
+                let mut expired = std::mem::take(&mut self.expired);
+                expired.clear();
+                self.timers[i].advance_to(local, &mut expired);
+                if expired.is_empty() {
+                    self.expired = expired;
+                    break;
+                }
+                let mut result = Ok(());
+                for timer in expired.drain(..) {
+                    let (deadline, key) = (timer.deadline, timer.payload.key);
+                    result = self.call(i, |op, ctx| op.on_timer(deadline, key, ctx));
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                self.expired = expired;
+                result?;
+            }
+            self.call(i, |op, ctx| op.on_watermark(local, ctx))?;
         }
         Ok(())
     }
@@ -173,19 +242,14 @@ impl QueryRuntime {
 
     pub(super) fn metrics(&self) -> QueryMetrics {
         let mut ops = OperatorMetrics::default();
-        for op in &self.operators {
-            let m = op.metrics();
-            ops.late_dropped += m.late_dropped;
-            ops.late_side_output += m.late_side_output;
-            ops.open_windows += m.open_windows;
-            ops.live_groups += m.live_groups;
-            ops.peak_groups += m.peak_groups;
+        for n in &self.nodes {
+            ops.add(&n.op.metrics());
         }
         QueryMetrics {
             rows_in: self.rows_in,
             rows_out: self.rows_out,
             watermark: self.tracker.current(),
-            timers: self.timers.len() as u64,
+            timers: self.timers.iter().map(|t| t.len() as u64).sum(),
             operators: ops,
         }
     }
