@@ -78,7 +78,7 @@ fn window_op(
         aggs,
         allowed_lateness_ms,
         late,
-        emit: EmitSpec::OnWindowClose,
+        emit: EmitSpec::Final,
     }
 }
 
@@ -963,7 +963,8 @@ fn json_plan_works_like_the_struct_plan() {
     let p = QueryPlan::from_json(
         r#"{"inputs": ["s"], "ops": [{"op": "window_aggregate",
             "window": {"kind": "tumbling", "size_ms": 10}, "keys": ["k"],
-            "aggs": [{"name": "n", "func": "count"}, {"name": "total", "func": "sum", "column": "v"}]}]}"#,
+            "aggs": [{"name": "n", "func": "count"}, {"name": "total", "func": "sum", "column": "v"}],
+            "emit": {"kind": "final"}}]}"#,
     )
     .unwrap();
     assert_eq!(p, count_sum_plan(&["s"], 10, 0, LatePolicy::Drop));
