@@ -120,8 +120,10 @@ class Stream(_Plan):
     def window(self, window: Window, *, allowed_lateness: Duration = 0, late: str = "drop") -> "WindowedStream":
         """Assigns rows to event-time windows.
 
-        ``allowed_lateness``: how long after its end a window stays open for late rows (the
-        window emits once, when the watermark passes end + allowed lateness).
+        ``allowed_lateness``: how long after its end a window stays open for late rows. With
+        the default emit (:func:`laminar.on_window_close`) a window emits when the watermark
+        reaches its end and again after a push that brings allowed-late rows; use
+        :func:`laminar.final` for exactly one row once the lateness has expired.
         ``late``: what happens to rows whose window has already closed: ``"drop"`` (counted in
         ``Engine.metrics()``) or ``"side"`` (collected by ``QueryResult.late()``).
         """
