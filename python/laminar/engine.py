@@ -135,8 +135,11 @@ class Engine:
         if loader is not None and not callable(loader):
             raise QueryError(f"loader= takes a callable keys_table -> table, got {loader!r}")
         ttl_ms = None if ttl is None else to_millis(ttl, "lookup ttl", allow_zero=False)
-        self._native.add_table(name, keys, to_arrow(data), ttl_ms)
-        handle = LookupTable(self, name, keys, loader)
+        data = to_arrow(data)
+        if not isinstance(data, (pa.Table, pa.RecordBatch)):
+            data = pa.table(data)
+        self._native.add_table(name, keys, data, ttl_ms)
+        handle = LookupTable(self, name, keys, loader, ttl_ms, data)
         self._tables[name] = handle
         return handle
 
@@ -146,7 +149,11 @@ class Engine:
         self._check_open()
         if name not in self._tables:
             raise NameConflictError(f"unknown lookup table {name!r}; tables: {sorted(self._tables)}")
-        self._native.update_table(name, to_arrow(data), True)
+        data = to_arrow(data)
+        if not isinstance(data, (pa.Table, pa.RecordBatch)):
+            data = pa.table(data)
+        self._native.update_table(name, data, True)
+        self._tables[name]._data = data
 
     def _load_missing(self, source: str, data: Any) -> None:
         """Calls the loaders of the tables that ``source``'s rows are looked up in, once each,
@@ -248,12 +255,20 @@ class Source(Stream):
 class LookupTable:
     """A reference table of an :class:`Engine` (see :meth:`Engine.table`)."""
 
-    def __init__(self, engine: Engine, name: str, on: list[str], loader: Optional[Callable[[pa.Table], Any]]):
+    def __init__(self, engine: Engine, name: str, on: list[str], loader: Optional[Callable[[pa.Table], Any]],
+                 ttl_ms: Optional[int], data: Any):
         self._engine = engine
         self.name = name
         self.on = on
         self.loader = loader
+        self._ttl_ms = ttl_ms
+        self._data = data
         self._readers: set[str] = set()
+
+    def _declare_in(self, engine: Engine) -> None:
+        """Declares this table, with its current data, in another engine (for ``lm.run``)."""
+        t = engine.table(self.name, self._data, on=self.on, ttl=self._ttl_ms, loader=self.loader)
+        t._readers = set(self._readers)
 
     def update(self, data: Any) -> None:
         """Replaces every row of the table (same as ``Engine.update_table(name, data)``)."""
