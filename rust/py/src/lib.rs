@@ -134,9 +134,9 @@ impl PyEngine {
 fn one_batch(py: Python<'_>, data: AnyRecordBatch) -> PyResult<RecordBatch> {
     let reader = data.into_reader()?;
     let schema = reader.schema();
-    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| {
-        raise(py, "LaminarError", format!("could not read the data: {e}"))
-    })?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<Result<_, _>>()
+        .map_err(|e| raise(py, "LaminarError", format!("could not read the data: {e}")))?;
     if batches.is_empty() {
         return Ok(RecordBatch::new_empty(schema));
     }

@@ -128,7 +128,9 @@ pub struct QueryReport {
 enum QueryState {
     /// Waiting for a schema for each of its unions; `backlog` holds what its inputs received
     /// meanwhile (input number, message), replayed when it starts.
-    Pending { backlog: Vec<(usize, CoreMessage)> },
+    Pending {
+        backlog: Vec<(usize, CoreMessage)>,
+    },
     Running {
         id: QueryId,
         /// The stream schema each input must have.
@@ -147,6 +149,19 @@ struct QueryEntry {
     /// The union (branch) number of each input.
     branch_of: Vec<usize>,
     state: QueryState,
+}
+
+impl QueryEntry {
+    /// The query's definition without its state (to compile it while it is being replaced).
+    fn spec(&self) -> QueryEntry {
+        QueryEntry {
+            name: self.name.clone(),
+            plan: self.plan.clone(),
+            inputs: self.inputs.clone(),
+            branch_of: self.branch_of.clone(),
+            state: QueryState::Failed(String::new()),
+        }
+    }
 }
 
 /// The engine's side of a lookup table: which keys it holds and when they were loaded, so
@@ -281,7 +296,7 @@ impl Engine {
             },
         };
         if self.ready(&entry) {
-            entry.state = self.start_query(&entry)?;
+            entry.state = self.start_query(&entry)?.1;
         }
         self.query_ids.insert(name.to_string(), self.queries.len());
         self.queries.push(entry);
@@ -316,8 +331,8 @@ impl Engine {
             .collect()
     }
 
-    /// Compiles query `q` and starts it in the reactor. Returns its running state.
-    fn start_query(&mut self, q: &QueryEntry) -> Result<QueryState> {
+    /// Compiles query `q` and starts it in the reactor. Returns its id and running state.
+    fn start_query(&mut self, q: &QueryEntry) -> Result<(QueryId, QueryState)> {
         let schemas = self.source_schemas();
         let compiled = compile(&q.plan, &schemas, &self.tables).map_err(|e| match e {
             Error::InvalidPlan(m) => Error::InvalidPlan(format!("query '{}': {m}", q.name)),
@@ -346,12 +361,15 @@ impl Engine {
                 }
             }
         }
-        Ok(QueryState::Running {
+        Ok((
             id,
-            expected,
-            output: compiled.output_schema,
-            late: compiled.late_schema,
-        })
+            QueryState::Running {
+                id,
+                expected,
+                output: compiled.output_schema,
+                late: compiled.late_schema,
+            },
+        ))
     }
 
     /// Fixes the schema of source `sid` from its first batch and starts the queries that were
@@ -381,42 +399,26 @@ impl Engine {
             {
                 continue;
             }
-            let entry = std::mem::replace(
-                &mut self.queries[q],
-                QueryEntry {
-                    name: String::new(),
-                    plan: QueryPlan {
-                        inputs: Vec::new(),
-                        ops: Vec::new(),
-                    },
-                    inputs: Vec::new(),
-                    branch_of: Vec::new(),
-                    state: QueryState::Failed(String::new()),
-                },
-            );
-            let started = self.start_query(&entry);
-            let mut entry = entry;
-            let backlog = match std::mem::replace(&mut entry.state, QueryState::Failed(String::new())) {
+            let backlog = match std::mem::replace(
+                &mut self.queries[q].state,
+                QueryState::Failed(String::new()),
+            ) {
                 QueryState::Pending { backlog } => backlog,
                 _ => Vec::new(),
             };
-            let result = match started {
-                Ok(state) => {
-                    let id = match &state {
-                        QueryState::Running { id, .. } => *id,
-                        _ => unreachable_state(),
-                    };
-                    entry.state = state;
+            let spec = self.queries[q].spec();
+            let result = match self.start_query(&spec) {
+                Ok((id, state)) => {
+                    self.queries[q].state = state;
                     backlog
                         .iter()
                         .try_for_each(|(input, msg)| self.reactor.replay(id, *input, msg))
                 }
                 Err(e) => {
-                    entry.state = QueryState::Failed(e.to_string());
+                    self.queries[q].state = QueryState::Failed(e.to_string());
                     Err(e)
                 }
             };
-            self.queries[q] = entry;
             if let Err(e) = result {
                 self.sources[sid as usize].bound = None;
                 return Err(e);
@@ -466,7 +468,9 @@ impl Engine {
         }
         if let Some(ttl) = def.ttl_ms {
             if ttl <= 0 {
-                return Err(Error::InvalidPlan(format!("a lookup ttl must be positive, got {ttl} ms")));
+                return Err(Error::InvalidPlan(format!(
+                    "a lookup ttl must be positive, got {ttl} ms"
+                )));
             }
         }
         let key_columns = key_indices(&def.on, &def.schema, " in lookup table")?;
@@ -495,7 +499,11 @@ impl Engine {
             .get_mut(name)
             .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{name}'")))?;
         let rows = conform(&rows, &mirror.def.schema, name)?;
-        let keys: Vec<_> = mirror.key_columns.iter().map(|&c| rows.column(c).clone()).collect();
+        let keys: Vec<_> = mirror
+            .key_columns
+            .iter()
+            .map(|&c| rows.column(c).clone())
+            .collect();
         let encoded = mirror.encoder.encode(&keys)?;
         if replace {
             mirror.index.clear();
@@ -637,7 +645,8 @@ impl Engine {
     /// Tells the operators the processing time (drives periodic emits).
     fn tick(&mut self) -> Result<()> {
         let now = self.clock.now_ms();
-        self.reactor.run(CoreMessage::Tick { now }, self.config.budget)
+        self.reactor
+            .run(CoreMessage::Tick { now }, self.config.budget)
     }
 
     /// Marks sources idle whose idle timeout has passed (processing time). Called by `push`
@@ -789,9 +798,7 @@ impl Engine {
                         };
                         (state.to_string(), m)
                     }
-                    QueryState::Pending { .. } => {
-                        ("pending".to_string(), QueryMetrics::default())
-                    }
+                    QueryState::Pending { .. } => ("pending".to_string(), QueryMetrics::default()),
                     QueryState::Failed(m) => (format!("failed: {m}"), QueryMetrics::default()),
                 };
                 QueryReport {
@@ -810,7 +817,11 @@ fn conform(rows: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<Record
     let mut columns = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
         let c = rows.column_by_name(f.name()).ok_or_else(|| {
-            Error::column_not_found(f.name(), &format!(" in the rows for lookup table '{table}'"), &rows.schema())
+            Error::column_not_found(
+                f.name(),
+                &format!(" in the rows for lookup table '{table}'"),
+                &rows.schema(),
+            )
         })?;
         columns.push(if c.data_type() == f.data_type() {
             c.clone()
@@ -822,10 +833,4 @@ fn conform(rows: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<Record
         });
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-#[cold]
-fn unreachable_state() -> QueryId {
-    debug_assert!(false, "a started query is running");
-    0
 }

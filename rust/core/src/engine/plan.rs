@@ -312,7 +312,9 @@ impl Builder<'_> {
                     bound_type: bound_type(&b.time_type),
                 };
                 let op: Box<dyn Operator> = match window {
-                    WindowSpec::Session { gap_ms } => Box::new(SessionWindow::new(*gap_ms, config)?),
+                    WindowSpec::Session { gap_ms } => {
+                        Box::new(SessionWindow::new(*gap_ms, config)?)
+                    }
                     w => Box::new(WindowAggregate::new(w.assigner()?, config)?),
                 };
                 (op, Some(input))
@@ -349,9 +351,10 @@ impl Builder<'_> {
                 return Ok(());
             }
             OpSpec::Lookup { table, on, how } => {
-                let t = self.tables.get(table).ok_or_else(|| {
-                    Error::InvalidPlan(format!("unknown lookup table '{table}'"))
-                })?;
+                let t = self
+                    .tables
+                    .get(table)
+                    .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{table}'")))?;
                 (Box::new(LookupJoin::new(t, on, *how, input)?), None)
             }
         };

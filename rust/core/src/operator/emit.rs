@@ -86,12 +86,7 @@ pub struct ResultLayout {
 
 impl ResultLayout {
     /// The layout for these key and aggregate fields. Fails if a name repeats.
-    pub fn new(
-        keys: &[Field],
-        aggs: &[Field],
-        bound_type: DataType,
-        weight: bool,
-    ) -> Result<Self> {
+    pub fn new(keys: &[Field], aggs: &[Field], bound_type: DataType, weight: bool) -> Result<Self> {
         let mut fields = vec![
             Field::new("window_start", bound_type.clone(), false),
             Field::new("window_end", bound_type.clone(), false),

@@ -144,7 +144,9 @@ impl GroupKeys {
                 let h = IntKeys::hash(&k.hasher, window, key, null);
                 k.table
                     .find(h, |&x| {
-                        k.key[x as usize] == key && k.null[x as usize] == null && ids.window(x) == window
+                        k.key[x as usize] == key
+                            && k.null[x as usize] == null
+                            && ids.window(x) == window
                     })
                     .copied()
             }
@@ -152,7 +154,9 @@ impl GroupKeys {
                 let bytes = k.bytes[g as usize].as_slice();
                 let h = k.hasher.hash_one((window, bytes));
                 k.table
-                    .find(h, |&x| ids.window(x) == window && k.bytes[x as usize] == bytes)
+                    .find(h, |&x| {
+                        ids.window(x) == window && k.bytes[x as usize] == bytes
+                    })
                     .copied()
             }
         }

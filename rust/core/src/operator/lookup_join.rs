@@ -74,10 +74,13 @@ impl KeyEncoder {
     }
 }
 
-/// Key → latest row (chunk, row) and the processing time it was loaded.
+/// Where a key's latest row is (chunk, row) and the processing time it was loaded.
+type Entry = (u32, u32, Timestamp);
+
+/// Key → its latest row.
 #[derive(Default)]
 pub struct TableIndex {
-    map: FastMap<Box<[u8]>, (u32, u32, Timestamp)>,
+    map: FastMap<Box<[u8]>, Entry>,
 }
 
 impl TableIndex {
@@ -187,7 +190,9 @@ impl LookupJoin {
     /// Binds a lookup of `table` on `on` over stream `input`.
     pub fn new(table: &TableDef, on: &[String], how: LookupKind, input: SchemaRef) -> Result<Self> {
         if on.is_empty() {
-            return Err(Error::InvalidPlan("lookup needs at least one key column (on=...)".into()));
+            return Err(Error::InvalidPlan(
+                "lookup needs at least one key column (on=...)".into(),
+            ));
         }
         if on != table.on.as_slice() {
             return Err(Error::InvalidPlan(format!(
@@ -199,7 +204,10 @@ impl LookupJoin {
         let table_keys = key_indices(on, &table.schema, " in lookup table")?;
         let mut types = Vec::new();
         for (&s, &t) in stream_keys.iter().zip(&table_keys) {
-            let (st, tt) = (input.field(s).data_type(), table.schema.field(t).data_type());
+            let (st, tt) = (
+                input.field(s).data_type(),
+                table.schema.field(t).data_type(),
+            );
             if !comparable_keys(st, tt) {
                 return Err(Error::ColumnType {
                     column: input.field(s).name().clone(),
@@ -270,8 +278,12 @@ impl LookupJoin {
             let encoded = self.encoder.encode(&keys)?;
             let chunk = u32::try_from(self.chunks.len())
                 .map_err(|_| Error::Overflow("too many lookup table updates".into()))?;
-            self.chunks
-                .push(self.value_columns.iter().map(|&c| rows.column(c).clone()).collect());
+            self.chunks.push(
+                self.value_columns
+                    .iter()
+                    .map(|&c| rows.column(c).clone())
+                    .collect(),
+            );
             self.index.insert(&encoded, chunk, now);
             self.total_rows += rows.num_rows();
         }
@@ -284,9 +296,12 @@ impl LookupJoin {
 
     /// Rewrites the chunks to hold only the live rows.
     fn compact(&mut self) -> Result<()> {
-        let mut entries: Vec<(Box<[u8]>, (u32, u32, Timestamp))> = self.index.map.drain().collect();
+        let mut entries: Vec<(Box<[u8]>, Entry)> = self.index.map.drain().collect();
         entries.sort_by_key(|e| (e.1 .0, e.1 .1));
-        let idx: Vec<(usize, usize)> = entries.iter().map(|e| (e.1 .0 as usize, e.1 .1 as usize)).collect();
+        let idx: Vec<(usize, usize)> = entries
+            .iter()
+            .map(|e| (e.1 .0 as usize, e.1 .1 as usize))
+            .collect();
         let mut columns = Vec::with_capacity(self.value_columns.len());
         for c in 0..self.value_columns.len() {
             let arrays: Vec<&dyn Array> = self.chunks.iter().map(|ch| ch[c].as_ref()).collect();
@@ -315,7 +330,11 @@ impl Operator for LookupJoin {
         if n == 0 {
             return Ok(());
         }
-        let keys: Vec<ArrayRef> = self.stream_keys.iter().map(|&c| input.column(c).clone()).collect();
+        let keys: Vec<ArrayRef> = self
+            .stream_keys
+            .iter()
+            .map(|&c| input.column(c).clone())
+            .collect();
         let encoded = self.encoder.encode(&keys)?;
         let null_chunk = self.chunks.len();
         let now = ctx.now();

@@ -250,7 +250,12 @@ impl SessionWindow {
         Ok(target)
     }
 
-    fn emit_sessions(&self, gs: &[u32], weight: Option<i64>, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn emit_sessions(
+        &self,
+        gs: &[u32],
+        weight: Option<i64>,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
         if gs.is_empty() {
             return Ok(());
         }
@@ -333,7 +338,10 @@ impl Operator for SessionWindow {
             let (min, _) = crate::time::convert::min_max(times);
             if min < cutoff {
                 let late = BooleanBuffer::collect_bool(times.len(), |i| times[i] < cutoff);
-                on_time = Some(self.config.route_late(input, &late, &mut self.metrics, ctx)?);
+                on_time = Some(
+                    self.config
+                        .route_late(input, &late, &mut self.metrics, ctx)?,
+                );
             }
         }
         let batch = on_time.as_ref().unwrap_or(input);
@@ -437,7 +445,12 @@ impl Operator for SessionWindow {
         Ok(())
     }
 
-    fn on_timer(&mut self, deadline: Timestamp, key: i64, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn on_timer(
+        &mut self,
+        deadline: Timestamp,
+        key: i64,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
         let g = key as u32;
         let gi = g as usize;
         if gi >= self.s.alive.len() || !self.s.alive[gi] {
@@ -469,7 +482,11 @@ impl Operator for SessionWindow {
     fn on_watermark(&mut self, _wm: Timestamp, ctx: &mut OperatorContext<'_>) -> Result<()> {
         if !self.firing.is_empty() {
             let firing = std::mem::take(&mut self.firing);
-            let live: Vec<u32> = firing.iter().copied().filter(|&g| self.s.alive[g as usize]).collect();
+            let live: Vec<u32> = firing
+                .iter()
+                .copied()
+                .filter(|&g| self.s.alive[g as usize])
+                .collect();
             self.emit_sessions(&live, None, ctx)?;
             self.firing = firing;
             self.firing.clear();
@@ -500,7 +517,9 @@ impl Operator for SessionWindow {
                 let live: Vec<u32> = list
                     .iter()
                     .copied()
-                    .filter(|&g| std::mem::take(&mut self.s.dirty[g as usize]) && self.s.alive[g as usize])
+                    .filter(|&g| {
+                        std::mem::take(&mut self.s.dirty[g as usize]) && self.s.alive[g as usize]
+                    })
                     .collect();
                 self.emit_sessions(&live, None, ctx)?;
                 self.dirty_list = list;

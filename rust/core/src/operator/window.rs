@@ -252,7 +252,10 @@ mod tests {
             assert_eq!(p.windows_of(pane).collect::<Vec<_>>(), brute, "t={t}");
         }
         let o = Panes::new(10, 5, 3).unwrap();
-        assert_eq!(o.windows_of(o.pane().start_of(9)).collect::<Vec<_>>(), vec![3, 8]);
+        assert_eq!(
+            o.windows_of(o.pane().start_of(9)).collect::<Vec<_>>(),
+            vec![3, 8]
+        );
         assert!(Panes::new(10, 11, 0).is_err());
         assert!(Panes::new(10, 0, 0).is_err());
     }

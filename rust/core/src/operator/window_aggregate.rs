@@ -276,7 +276,11 @@ impl WindowAggregate {
 
     /// Whether window `s` is closed at watermark `wm`.
     fn closed(&self, s: Timestamp, wm: Option<Timestamp>) -> bool {
-        wm.is_some_and(|w| s.saturating_add(self.panes.size()).saturating_add(self.lateness()) <= w)
+        wm.is_some_and(|w| {
+            s.saturating_add(self.panes.size())
+                .saturating_add(self.lateness())
+                <= w
+        })
     }
 
     /// Splits off the rows all of whose windows closed at watermark `wm`; `None` when every
@@ -398,7 +402,12 @@ impl WindowAggregate {
     ) -> Result<()> {
         let area = &mut self.merge;
         if existing_only {
-            let need = area.allocated.iter().map(|&m| m as usize + 1).max().unwrap_or(0);
+            let need = area
+                .allocated
+                .iter()
+                .map(|&m| m as usize + 1)
+                .max()
+                .unwrap_or(0);
             area.existed.clear();
             area.existed.resize(need, false);
             for &(m, pg) in &area.pairs {
@@ -423,7 +432,12 @@ impl WindowAggregate {
     }
 
     /// Emits the rows of `groups` (pane groups of tumbling windows, one per window and key).
-    fn emit_groups(&self, groups: &[u32], weight: Option<i64>, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn emit_groups(
+        &self,
+        groups: &[u32],
+        weight: Option<i64>,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
         if groups.is_empty() {
             return Ok(());
         }
@@ -460,7 +474,12 @@ impl WindowAggregate {
     }
 
     /// Window `s` fires or closes.
-    fn on_window_timer(&mut self, s: Timestamp, close: bool, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn on_window_timer(
+        &mut self,
+        s: Timestamp,
+        close: bool,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
         let lateness = self.lateness();
         let emit = if close {
             self.config.emit.emits_at_close(lateness)
@@ -494,7 +513,11 @@ impl WindowAggregate {
             self.windows.remove(&s);
             // Panes whose last window is `s` are no longer needed.
             let slide_end = s + self.panes.slide();
-            let done: Vec<Timestamp> = self.pane_groups.range(s..slide_end).map(|(&p, _)| p).collect();
+            let done: Vec<Timestamp> = self
+                .pane_groups
+                .range(s..slide_end)
+                .map(|(&p, _)| p)
+                .collect();
             for p in done {
                 if let Some(groups) = self.pane_groups.remove(&p) {
                     for g in groups {
@@ -642,7 +665,12 @@ impl Operator for WindowAggregate {
         Ok(())
     }
 
-    fn on_timer(&mut self, deadline: Timestamp, start: i64, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn on_timer(
+        &mut self,
+        deadline: Timestamp,
+        start: i64,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
         let end = start.saturating_add(self.panes.size());
         let close = deadline >= end.saturating_add(self.lateness());
         self.on_window_timer(start, close, ctx)

@@ -179,10 +179,7 @@ impl QueryRuntime {
             f(self.nodes[i].op.as_mut(), &mut ctx)
         };
         let next = self.nodes[i].next;
-        let result = result.and_then(|()| {
-            out.iter()
-                .try_for_each(|b| self.deliver(next, b))
-        });
+        let result = result.and_then(|()| out.iter().try_for_each(|b| self.deliver(next, b)));
         out.clear();
         self.scratch[i] = out;
         result
