@@ -18,6 +18,18 @@ from .specs import Watermark, bounded_delay
 __all__ = ["Engine", "Source", "LookupTable"]
 
 
+def _name_for(name: Optional[str], prefix: str, counter: Any, taken: dict) -> str:
+    """``name`` checked, or the next free ``<prefix><n>``."""
+    if name is None:
+        name = f"{prefix}{next(counter)}"
+        while name in taken:
+            name = f"{prefix}{next(counter)}"
+    elif not isinstance(name, str) or not name:
+        what = "query" if prefix == "q" else prefix
+        raise QueryError(f"a {what} name must be a non-empty string, got {name!r}")
+    return name
+
+
 class Engine:
     """An embedded streaming engine.
 
@@ -123,12 +135,7 @@ class Engine:
         or drop the row (inner).
         """
         self._check_open()
-        if name is None:
-            name = f"table{next(self._table_names)}"
-            while name in self._tables:
-                name = f"table{next(self._table_names)}"
-        if not isinstance(name, str) or not name:
-            raise QueryError(f"a table name must be a non-empty string, got {name!r}")
+        name = _name_for(name, "table", self._table_names, self._tables)
         if name in self._tables:
             raise NameConflictError(f"table '{name}' already exists")
         keys = [on] if isinstance(on, str) else list(on)
@@ -171,12 +178,7 @@ class Engine:
     # --- queries ---------------------------------------------------------------------------
     def _add_query(self, name: Optional[str], plan: dict, *, late: bool) -> QueryResult:
         self._check_open()
-        if name is None:
-            name = f"q{next(self._names)}"
-            while name in self._results:
-                name = f"q{next(self._names)}"
-        elif not isinstance(name, str) or not name:
-            raise QueryError(f"a query name must be a non-empty string, got {name!r}")
+        name = _name_for(name, "q", self._names, self._results)
         self._native.add_query(name, json.dumps(plan))
         result = QueryResult(self, name, has_late_output=late)
         self._results[name] = result

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::TIME_COLUMN;
 use crate::error::{Error, Result};
+use crate::time::Timestamp;
 
 /// When a windowed query emits results. See `docs/SEMANTICS.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -74,6 +75,33 @@ impl EmitSpec {
             EmitSpec::Final => true,
             EmitSpec::OnWindowClose => lateness == 0,
             _ => false,
+        }
+    }
+}
+
+/// Processing-time pacing of [`EmitSpec::Periodic`]: the first tick starts the period.
+#[derive(Debug, Default)]
+pub struct PeriodicClock {
+    last: Option<Timestamp>,
+}
+
+impl PeriodicClock {
+    /// Whether a periodic emit is due at `now` under `emit` (never for other strategies);
+    /// when it is, the next period starts at `now`.
+    pub fn due(&mut self, emit: EmitSpec, now: Timestamp) -> bool {
+        let EmitSpec::Periodic { interval_ms } = emit else {
+            return false;
+        };
+        match self.last {
+            Some(last) if now.saturating_sub(last) < interval_ms => false,
+            Some(_) => {
+                self.last = Some(now);
+                true
+            }
+            None => {
+                self.last = Some(now);
+                false
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ use arrow_array::RecordBatch;
 use arrow_buffer::BooleanBuffer;
 use arrow_schema::SchemaRef;
 
-use super::emit::{EmitSpec, ResultLayout};
+use super::emit::{EmitSpec, PeriodicClock, ResultLayout};
 use super::group_keys::{GroupIds, GroupKeys};
 use super::window::MAX_SPAN_MS;
 use super::window_aggregate::{Aggregates, Bound, WindowConfig};
@@ -98,7 +98,7 @@ pub struct SessionWindow {
     closing: Vec<u32>,
     firing: Vec<u32>,
     dirty_list: Vec<u32>,
-    last_periodic: Option<Timestamp>,
+    periodic: PeriodicClock,
     // Scratch reused across batches.
     zeros: Vec<i64>,
     kids: Vec<u32>,
@@ -140,7 +140,7 @@ impl SessionWindow {
             closing: Vec::new(),
             firing: Vec::new(),
             dirty_list: Vec::new(),
-            last_periodic: None,
+            periodic: PeriodicClock::default(),
             zeros: Vec::new(),
             kids: Vec::new(),
             created: Vec::new(),
@@ -506,27 +506,18 @@ impl Operator for SessionWindow {
     }
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        let EmitSpec::Periodic { interval_ms } = self.config.emit else {
+        if !self.periodic.due(self.config.emit, now) {
             return Ok(());
-        };
-        match self.last_periodic {
-            None => self.last_periodic = Some(now),
-            Some(last) if now.saturating_sub(last) >= interval_ms => {
-                self.last_periodic = Some(now);
-                let list = std::mem::take(&mut self.dirty_list);
-                let live: Vec<u32> = list
-                    .iter()
-                    .copied()
-                    .filter(|&g| {
-                        std::mem::take(&mut self.s.dirty[g as usize]) && self.s.alive[g as usize]
-                    })
-                    .collect();
-                self.emit_sessions(&live, None, ctx)?;
-                self.dirty_list = list;
-                self.dirty_list.clear();
-            }
-            Some(_) => {}
         }
+        let list = std::mem::take(&mut self.dirty_list);
+        let live: Vec<u32> = list
+            .iter()
+            .copied()
+            .filter(|&g| std::mem::take(&mut self.s.dirty[g as usize]) && self.s.alive[g as usize])
+            .collect();
+        self.emit_sessions(&live, None, ctx)?;
+        self.dirty_list = list;
+        self.dirty_list.clear();
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use arrow_schema::{DataType, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 
 use super::aggregate::{Accumulator, AggSpec};
-use super::emit::{EmitSpec, ResultLayout};
+use super::emit::{EmitSpec, PeriodicClock, ResultLayout};
 use super::group_keys::{GroupIds, GroupKeys};
 use super::window::{Panes, MAX_SPAN_MS};
 use super::{Operator, OperatorContext, OperatorMetrics};
@@ -218,7 +218,7 @@ pub struct WindowAggregate {
     /// Per group: changed since the last periodic emit.
     dirty: Vec<bool>,
     dirty_list: Vec<u32>,
-    last_periodic: Option<Timestamp>,
+    periodic: PeriodicClock,
     // Scratch reused across batches.
     starts: Vec<i64>,
     groups: Vec<u32>,
@@ -261,7 +261,7 @@ impl WindowAggregate {
             fresh: Vec::new(),
             dirty: Vec::new(),
             dirty_list: Vec::new(),
-            last_periodic: None,
+            periodic: PeriodicClock::default(),
             starts: Vec::new(),
             groups: Vec::new(),
             created: Vec::new(),
@@ -677,16 +677,8 @@ impl Operator for WindowAggregate {
     }
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        let EmitSpec::Periodic { interval_ms } = self.config.emit else {
-            return Ok(());
-        };
-        match self.last_periodic {
-            None => self.last_periodic = Some(now),
-            Some(last) if now.saturating_sub(last) >= interval_ms => {
-                self.last_periodic = Some(now);
-                self.emit_periodic(ctx)?;
-            }
-            Some(_) => {}
+        if self.periodic.due(self.config.emit, now) {
+            self.emit_periodic(ctx)?;
         }
         Ok(())
     }
