@@ -33,29 +33,45 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_a(batches, n: int) -> dict:
-    eng = lm.Engine()
-    src = eng.source("trades", time="ts", watermark=lm.bounded_delay("200ms"))
-    out = (src.window(lm.tumbling("1s")).group_by("key")
-           .agg(n=lm.count(), total=lm.sum("value")).collect("a"))
+def check(workload: str, what: str, got, want) -> None:
+    if got != want:
+        raise SystemExit(f"workload {workload} check failed: {what} {got}, expected {want}")
+
+
+def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
+    """Runs the pushes ((source, batch) pairs) and the final flush under the clock. Returns the
+    collected table and the run's figures; the caller checks the table and adds its checksum."""
     start = time.perf_counter()
-    for b in batches:
+    for src, b in pushes:
         src.push(b)
     eng.flush()
     elapsed = time.perf_counter() - start
     result = out.to_arrow()
-    q = eng.metrics()["queries"]["a"]
-    counted = pc.sum(result["n"]).as_py()
-    if counted != n:
-        raise SystemExit(f"workload A check failed: counted {counted} events, expected {n}")
-    return {
+    q = eng.metrics()["queries"][out.name]
+    return result, {
         "seconds": elapsed,
-        "events_per_s": n / elapsed,
+        "events_per_s": events / elapsed,
         "rows": result.num_rows,
-        "checksum": round(pc.sum(result["total"]).as_py(), 3),
-        "peak_groups": q["peak_groups"],
+        state: q[state],
         "late_dropped": q["late_dropped"],
     }
+
+
+def run_trades(batches, n: int, window, workload: str, *, windows_per_event: int = 1, **aggs) -> tuple:
+    """A windowed count (``n``, plus ``aggs``) by key over workload A's trades; checks that the
+    counts add up to ``windows_per_event`` times the events (so none was late or lost)."""
+    eng = lm.Engine()
+    src = eng.source("trades", time="ts", watermark=lm.bounded_delay("200ms"))
+    out = src.window(window).group_by("key").agg(n=lm.count(), **aggs).collect()
+    result, figures = timed(eng, out, ((src, b) for b in batches), n)
+    check(workload, "counted", pc.sum(result["n"]).as_py(), windows_per_event * n)
+    return result, figures
+
+
+def run_a(batches, n: int) -> dict:
+    """A: 1 s tumbling windows per key, count and sum of value."""
+    result, figures = run_trades(batches, n, lm.tumbling("1s"), "A", total=lm.sum("value"))
+    return figures | {"checksum": round(pc.sum(result["total"]).as_py(), 3)}
 
 
 def run_b(batches, n_orders: int) -> dict:
@@ -63,85 +79,39 @@ def run_b(batches, n_orders: int) -> dict:
     eng = lm.Engine()
     orders = eng.source("orders", time="ts", watermark=lm.bounded_delay("200ms"))
     payments = eng.source("payments", time="ts", watermark=lm.bounded_delay("200ms"))
-    out = orders.join(payments, on="order_id", within=("0s", "10s"), how="inner").collect("b")
+    out = orders.join(payments, on="order_id", within=("0s", "10s"), how="inner").collect()
     sources = {"orders": orders, "payments": payments}
-    start = time.perf_counter()
-    for side, b in batches:
-        sources[side].push(b)
-    eng.flush()
-    elapsed = time.perf_counter() - start
-    result = out.to_arrow()
-    q = eng.metrics()["queries"]["b"]
-    if result.num_rows != n_orders:
-        raise SystemExit(f"workload B check failed: {result.num_rows} matched rows, expected {n_orders}")
-    events = 2 * n_orders
-    return {
-        "seconds": elapsed,
-        "events_per_s": events / elapsed,
-        "rows": result.num_rows,
-        "checksum": round(pc.sum(result["amount"]).as_py(), 2),
-        "peak_state_rows": q["peak_state_rows"],
-        "late_dropped": q["late_dropped"],
-    }
+    result, figures = timed(eng, out, ((sources[side], b) for side, b in batches), 2 * n_orders,
+                            state="peak_state_rows")
+    check("B", "matched rows", result.num_rows, n_orders)
+    return figures | {"checksum": round(pc.sum(result["amount"]).as_py(), 2)}
 
 
 def run_d_sliding(batches, n: int) -> dict:
     """D (sliding): 10 s windows every 1 s per key, count, sum and max of value."""
-    eng = lm.Engine()
-    src = eng.source("trades", time="ts", watermark=lm.bounded_delay("200ms"))
-    out = (src.window(lm.sliding("10s", every="1s")).group_by("key")
-           .agg(n=lm.count(), total=lm.sum("value"), hi=lm.max("value")).collect("d"))
-    start = time.perf_counter()
-    for b in batches:
-        src.push(b)
-    eng.flush()
-    elapsed = time.perf_counter() - start
-    result = out.to_arrow()
-    q = eng.metrics()["queries"]["d"]
-    counted = pc.sum(result["n"]).as_py()
-    if counted != 10 * n:  # every event is in exactly 10 windows, and none is late
-        raise SystemExit(f"workload D (sliding) check failed: counted {counted}, expected {10 * n}")
-    return {
-        "seconds": elapsed,
-        "events_per_s": n / elapsed,
-        "rows": result.num_rows,
-        "checksum": round(pc.sum(result["total"]).as_py() + pc.sum(result["hi"]).as_py(), 3),
-        "peak_groups": q["peak_groups"],
-        "late_dropped": q["late_dropped"],
-    }
+    # every event is in exactly 10 windows
+    result, figures = run_trades(batches, n, lm.sliding("10s", every="1s"), "D (sliding)",
+                                 windows_per_event=10, total=lm.sum("value"), hi=lm.max("value"))
+    return figures | {"checksum": round(pc.sum(result["total"]).as_py() + pc.sum(result["hi"]).as_py(), 3)}
 
 
 def run_d_session(batches, n: int) -> dict:
     """D (session): sessions with a 300 ms gap per key, count."""
-    eng = lm.Engine()
-    src = eng.source("trades", time="ts", watermark=lm.bounded_delay("200ms"))
-    out = src.window(lm.session("300ms")).group_by("key").agg(n=lm.count()).collect("d")
-    start = time.perf_counter()
-    for b in batches:
-        src.push(b)
-    eng.flush()
-    elapsed = time.perf_counter() - start
-    result = out.to_arrow()
-    q = eng.metrics()["queries"]["d"]
-    counted = pc.sum(result["n"]).as_py()
-    if counted != n:
-        raise SystemExit(f"workload D (session) check failed: counted {counted} events, expected {n}")
-    return {
-        "seconds": elapsed,
-        "events_per_s": n / elapsed,
-        "rows": result.num_rows,
-        # sessions and their spans: independent of batching, sensitive to any merge error
-        "checksum": int(pc.sum(pc.subtract(result["window_end"], result["window_start"])).as_py()),
-        "peak_groups": q["peak_groups"],
-        "late_dropped": q["late_dropped"],
-    }
+    result, figures = run_trades(batches, n, lm.session("300ms"), "D (session)")
+    # sessions and their spans: independent of batching, sensitive to any merge error
+    span = pc.sum(pc.subtract(result["window_end"], result["window_start"])).as_py()
+    return figures | {"checksum": int(span)}
 
 
-def best_of(fn, repeat: int) -> dict:
-    runs = [fn() for _ in range(repeat)]
+def bench(title: str, run, repeat: int, state: str = "peak_groups") -> None:
+    """Runs ``run`` ``repeat`` times, prints every run, then the best one's figures."""
+    runs = [run() for _ in range(repeat)]
     for i, r in enumerate(runs):
         print(f"  run {i + 1}: {r['seconds']:.3f} s  {r['events_per_s'] / 1e6:.2f} M events/s")
-    return min(runs, key=lambda r: r["seconds"])
+    best = min(runs, key=lambda r: r["seconds"])
+    print(f"{title}, wm 200ms, cores=1: {best['events_per_s'] / 1e6:.2f} M events/s (best of {repeat}), "
+          f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
+          f"{state}={best[state]:,} peak_rss={rss_mib():.0f} MiB")
 
 
 def main() -> int:
@@ -166,36 +136,19 @@ def main() -> int:
         print(f"generated workload A: {args.events:,} events in {len(batches)} batches "
               f"({time.perf_counter() - t0:.1f} s, not timed); RSS after generation {rss_mib():.0f} MiB")
     if "A" in chosen:
-        runs = [run_a(batches, args.events) for _ in range(args.repeat)]
-        best = min(runs, key=lambda r: r["seconds"])
-        for i, r in enumerate(runs):
-            print(f"  run {i + 1}: {r['seconds']:.3f} s  {r['events_per_s'] / 1e6:.1f} M events/s")
-        print(f"A tumbling 1s / 1000 keys, count+sum, wm 200ms, cores=1: "
-              f"{best['events_per_s'] / 1e6:.1f} M events/s (best of {args.repeat}), "
-              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
-              f"peak_groups={best['peak_groups']:,} peak_rss={rss_mib():.0f} MiB")
+        bench("A tumbling 1s / 1000 keys, count+sum", lambda: run_a(batches, args.events), args.repeat)
     if "B" in chosen:
         t0 = time.perf_counter()
         b_batches = workload_b(args.orders, args.batch)
         print(f"generated workload B: {args.orders:,} orders + {args.orders:,} payments in {len(b_batches)} "
               f"batches ({time.perf_counter() - t0:.1f} s, not timed); RSS {rss_mib():.0f} MiB")
-        best = best_of(lambda: run_b(b_batches, args.orders), args.repeat)
-        print(f"B interval join orders/payments within [0, 10s], wm 200ms, cores=1: "
-              f"{best['events_per_s'] / 1e6:.2f} M events/s (best of {args.repeat}), "
-              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
-              f"peak_state_rows={best['peak_state_rows']:,} peak_rss={rss_mib():.0f} MiB")
+        bench("B interval join orders/payments within [0, 10s]", lambda: run_b(b_batches, args.orders),
+              args.repeat, state="peak_state_rows")
         del b_batches
     if "D" in chosen:
-        best = best_of(lambda: run_d_sliding(batches, args.events), args.repeat)
-        print(f"D sliding 10s every 1s / 1000 keys, count+sum+max, wm 200ms, cores=1: "
-              f"{best['events_per_s'] / 1e6:.2f} M events/s (best of {args.repeat}), "
-              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
-              f"peak_groups={best['peak_groups']:,} peak_rss={rss_mib():.0f} MiB")
-        best = best_of(lambda: run_d_session(batches, args.events), args.repeat)
-        print(f"D session gap 300ms / 1000 keys, count, wm 200ms, cores=1: "
-              f"{best['events_per_s'] / 1e6:.2f} M events/s (best of {args.repeat}), "
-              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
-              f"peak_groups={best['peak_groups']:,} peak_rss={rss_mib():.0f} MiB")
+        bench("D sliding 10s every 1s / 1000 keys, count+sum+max", lambda: run_d_sliding(batches, args.events),
+              args.repeat)
+        bench("D session gap 300ms / 1000 keys, count", lambda: run_d_session(batches, args.events), args.repeat)
     return 0
 
 

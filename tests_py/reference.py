@@ -85,6 +85,15 @@ def tumbling(
     return out, late
 
 
+def split(rows: list, cuts: Sequence[int]) -> list[list]:
+    """``rows`` cut into consecutive batches at the (unsorted) ``cuts``, as the models take them."""
+    out, prev = [], 0
+    for c in sorted(cuts) + [len(rows)]:
+        out.append(rows[prev:c])
+        prev = c
+    return out
+
+
 def rows_of(table) -> list[dict]:
     """A pyarrow Table as a list of row dicts."""
     return table.to_pylist()
@@ -339,46 +348,36 @@ def window_states(trace: Sequence[Step], keys, aggs) -> list[dict]:
     return list(seen.values())
 
 
-def sliding(
-    batches: Sequence[Sequence[dict]],
-    *,
-    time: str,
-    keys: Sequence[str],
-    aggs: dict[str, tuple[str, Optional[str]]],
-    size: int,
-    slide: int,
-    offset: int = 0,
-    lateness: int = 0,
-    delay: int = 0,
-) -> tuple[list[dict], list[dict]]:
-    """Sliding windows ``[s, s + size)``, ``s = offset (mod slide)``: (final rows, late rows).
-    A row counts in each of its windows not yet closed (``end + lateness <= W`` closes) when
-    its batch arrives; it is late only if all of them are closed."""
-    trace = window_trace(batches, kind="sliding", time=time, keys=keys, size=size, slide=slide,
-                         offset=offset, lateness=lateness, delay=delay)
+def final_and_late(batches: Sequence[Sequence[dict]], *, kind: str, keys: Sequence[str],
+                   aggs: dict[str, tuple[str, Optional[str]]], **query) -> tuple[list[dict], list[dict]]:
+    """(final rows, late rows) of one windowed query; ``query``: the other parameters of
+    :func:`window_trace` (time, the window's, lateness, delay)."""
+    trace = window_trace(batches, kind=kind, keys=keys, **query)
     return emit_final(trace, keys, aggs), trace_late(trace)
 
 
-def session(
-    batches: Sequence[Sequence[dict]],
-    *,
-    time: str,
-    keys: Sequence[str],
-    aggs: dict[str, tuple[str, Optional[str]]],
-    gap: int,
-    lateness: int = 0,
-    delay: int = 0,
-) -> tuple[list[dict], list[dict]]:
+def sliding(batches: Sequence[Sequence[dict]], *, size: int, slide: int, **query) -> tuple[list[dict], list[dict]]:
+    """Sliding windows ``[s, s + size)``, ``s = offset (mod slide)``: (final rows, late rows).
+    A row counts in each of its windows not yet closed (``end + lateness <= W`` closes) when
+    its batch arrives; it is late only if all of them are closed. ``query``: as
+    :func:`final_and_late` (time, keys, aggs, offset, lateness, delay)."""
+    return final_and_late(batches, kind="sliding", size=size, slide=slide, **query)
+
+
+def session(batches: Sequence[Sequence[dict]], *, gap: int, **query) -> tuple[list[dict], list[dict]]:
     """Session windows per key: (final rows, late rows). A row is late when ``t < W -
     lateness``; the other rows of a key form sessions of rows less than ``gap`` apart
-    (transitively); a session's window is ``[first, last + gap)``.
+    (transitively); a session's window is ``[first, last + gap)``. ``query``: as
+    :func:`final_and_late` (time, keys, aggs, lateness, delay).
 
     Clustering all on-time rows at the end is exact: a session closes only once ``last + gap
     + lateness <= W``, and any row accepted after that has ``t >= W - lateness >= last + gap``,
     so it can neither join nor bridge a closed session."""
-    trace = window_trace(batches, kind="session", time=time, keys=keys, gap=gap,
-                         lateness=lateness, delay=delay)
-    return emit_final(trace, keys, aggs), trace_late(trace)
+    return final_and_late(batches, kind="session", gap=gap, **query)
+
+
+FINAL_MODELS = {"tumbling": tumbling, "sliding": sliding, "session": session}
+"""The (final rows, late rows) model of each window kind, by name."""
 
 
 def fold_changelog(rows: Iterable[dict], columns: Sequence[str]) -> list[dict]:

@@ -6,6 +6,7 @@ the engine adds them up and results can be compared exactly."""
 
 from __future__ import annotations
 
+import random
 import time as _time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -14,7 +15,7 @@ import pyarrow as pa
 from hypothesis import strategies as st
 
 import laminar as lm
-from reference import JOIN_TYPES, interval_join, rows_of, window_trace
+from reference import FINAL_MODELS, JOIN_TYPES, canonical, interval_join, rows_of, split, window_trace
 
 WINDOW_KINDS = ("tumbling", "sliding", "session")
 
@@ -57,12 +58,14 @@ KEY_KINDS = {
 }
 
 
-def split(rows: list, cuts: Sequence[int]) -> list[list]:
-    out, prev = [], 0
-    for c in sorted(cuts) + [len(rows)]:
-        out.append(rows[prev:c])
-        prev = c
-    return out
+def random_split(rnd: random.Random, rows: list) -> list[list]:
+    """``rows`` cut into up to 9 batches at random."""
+    return split(rows, rnd.sample(range(len(rows) + 1), k=min(len(rows) + 1, rnd.randint(0, 8))))
+
+
+def pause(rnd: random.Random) -> Callable[[], float]:
+    """Random pauses of 0-2 ms between pushes."""
+    return lambda: rnd.random() * 0.002
 
 
 @st.composite
@@ -107,6 +110,11 @@ class WindowScenario:
     def trace(self, batches: Optional[list] = None):
         return window_trace(self.batches if batches is None else batches, kind=self.kind, time="ts",
                             keys=self.keys, lateness=self.lateness, delay=self.delay, **self.params)
+
+    def model(self, agg_names: Sequence[str]) -> tuple[list[dict], list[dict]]:
+        """(final rows, late rows) by the reference model of the scenario's window kind."""
+        return FINAL_MODELS[self.kind](self.batches, time="ts", keys=self.keys, aggs=model_aggs(agg_names),
+                                       lateness=self.lateness, delay=self.delay, **self.params)
 
     def tables(self, batches: Optional[list] = None) -> list[pa.Table]:
         return [pa.Table.from_pylist(b, schema=self.schema) for b in (self.batches if batches is None else batches)]
@@ -186,8 +194,31 @@ def run_window(sc: WindowScenario, agg_names: Sequence[str], *, emit=None, late:
     return Run([r for p in per_push for r in p], per_push, late_rows, metrics, columns)
 
 
+def scenario_aggs(sc: WindowScenario) -> Sequence[str]:
+    """Every aggregate, but for sessions only those that do not depend on arrival order (first/last
+    across session merges are tested on their own, in test_sliding_session_property)."""
+    return ORDER_FREE if sc.kind == "session" else list(AGGS)
+
+
 def result_columns(sc: WindowScenario, agg_names: Sequence[str], *, weight: bool = False) -> list:
     return ["window_start", "window_end", *sc.keys, *agg_names] + (["weight"] if weight else [])
+
+
+def check_run(run: Run, want: list, want_late: list, cols: list, *, late: str, late_cols: list) -> None:
+    """A run against the model's (rows, late rows): the same rows, with the columns ``cols`` in
+    that order; late rows in the side output (compared over ``late_cols``) or counted as
+    dropped; ``rows_out`` counts every result row."""
+    assert canonical(run.rows, cols) == canonical(want, cols)
+    if run.rows:
+        assert run.columns == cols
+    if late == "side":
+        assert canonical(run.late, late_cols) == canonical(want_late, late_cols)
+        assert run.metrics["late_side_output"] == len(want_late)
+        assert run.metrics["late_dropped"] == 0
+    else:
+        assert run.metrics["late_dropped"] == len(want_late)
+        assert run.metrics["late_side_output"] == 0
+    assert run.metrics["rows_out"] == len(run.rows)
 
 
 # --- interval joins ----------------------------------------------------------------------------

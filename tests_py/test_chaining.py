@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import laminar as lm
-from reference import canonical, interval_join, lookup, rows_of, session, sliding, tumbling
+from reference import canonical, interval_join, lookup, rows_of, session, sliding, split, tumbling
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("k", pa.int64()), ("value", pa.float64())])
 FINE = {"n": ("count_rows", None), "total": ("sum", "value"), "hi": ("max", "value")}
@@ -48,11 +48,7 @@ def chain_scenario(draw, nothing_late: bool):
         nominal += draw(st.integers(0, 15))
         rows.append({"ts": nominal - draw(st.integers(0, disorder)), "k": draw(st.integers(0, 3)),
                      "value": draw(st.one_of(st.none(), st.integers(-400, 400).map(lambda i: i / 4)))})
-    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
-    batches, prev = [], 0
-    for c in cuts + [n]:
-        batches.append(rows[prev:c])
-        prev = c
+    batches = split(rows, draw(st.lists(st.integers(0, n), max_size=6)))
     fine = draw(st.integers(1, 60))
     return dict(batches=batches, fine=fine, coarse=fine * draw(st.integers(1, 8)),
                 delay=disorder if nothing_late else draw(st.integers(0, 200)),

@@ -22,14 +22,16 @@ from reference import (
     canonical, emit_changelog, emit_final, emit_on_update, emit_on_window_close, fold_changelog,
     last_per_window, window_states,
 )
-from scenarios import AGGS, ORDER_FREE, WINDOW_KINDS, model_aggs, result_columns, run_window, window_scenario
+from scenarios import WINDOW_KINDS, model_aggs, result_columns, run_window, scenario_aggs, window_scenario
 
 FIXED = ("tumbling", "sliding")
 
 
-def agg_names(sc):
-    # first/last across session merges are tested on their own (test_sliding_session_property)
-    return ORDER_FREE if sc.kind == "session" else list(AGGS)
+def model_case(sc):
+    """What a test of ``sc`` compares: the aggregate names, the result columns, the model's
+    trace and the model's aggregates."""
+    names = scenario_aggs(sc)
+    return names, result_columns(sc, names), sc.trace(), model_aggs(names)
 
 
 def per_push(run, cols):
@@ -62,10 +64,7 @@ def check_last_rows(sc, emitted, final, cols):
 
 @given(window_scenario())
 def test_final_matches_model_push_by_push(sc):
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
-    trace = sc.trace()
-    aggs = model_aggs(names)
+    names, cols, trace, aggs = model_case(sc)
     run = run_window(sc, names, emit=lm.final())
     assert per_push(run, cols) == model_per_step(emit_final(trace, sc.keys, aggs, per_step=True), cols)
     if run.rows:
@@ -75,10 +74,8 @@ def test_final_matches_model_push_by_push(sc):
 
 @given(window_scenario(lateness=0))
 def test_on_window_close_without_lateness_equals_final(sc):
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
-    trace = sc.trace()
-    want = model_per_step(emit_final(trace, sc.keys, model_aggs(names), per_step=True), cols)
+    names, cols, trace, aggs = model_case(sc)
+    want = model_per_step(emit_final(trace, sc.keys, aggs, per_step=True), cols)
     default = run_window(sc, names)                       # on_window_close is the default
     explicit = run_window(sc, names, emit=lm.on_window_close())
     assert per_push(default, cols) == want
@@ -89,10 +86,7 @@ def test_on_window_close_without_lateness_equals_final(sc):
 def test_on_window_close_with_lateness_matches_model(sc):
     """Fires when the watermark reaches the window's end, then again after each batch that
     brings rows within the allowed lateness; the last row per window is final()'s."""
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
-    trace = sc.trace()
-    aggs = model_aggs(names)
+    names, cols, trace, aggs = model_case(sc)
     run = run_window(sc, names, emit=lm.on_window_close())
     assert per_push(run, cols) == model_per_step(emit_on_window_close(trace, sc.keys, aggs, per_step=True), cols)
     check_last_rows(sc, run.rows, emit_final(trace, sc.keys, aggs), cols)
@@ -102,18 +96,14 @@ def test_on_window_close_with_lateness_matches_model(sc):
 def test_session_on_window_close_last_rows_are_final(sc):
     """For sessions with allowed lateness, when a fired session grows is not pinned down
     exactly; the last rows must still be final()'s."""
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
+    names, cols, trace, aggs = model_case(sc)
     run = run_window(sc, names, emit=lm.on_window_close())
-    check_last_rows(sc, run.rows, emit_final(sc.trace(), sc.keys, model_aggs(names)), cols)
+    check_last_rows(sc, run.rows, emit_final(trace, sc.keys, aggs), cols)
 
 
 @given(window_scenario())
 def test_on_update_matches_model_push_by_push(sc):
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
-    trace = sc.trace()
-    aggs = model_aggs(names)
+    names, cols, trace, aggs = model_case(sc)
     run = run_window(sc, names, emit=lm.on_update())
     want = emit_on_update(trace, sc.keys, aggs, kind=sc.kind, per_step=True)
     assert per_push(run, cols) == model_per_step(want, cols)
@@ -126,11 +116,8 @@ def test_on_update_matches_model_push_by_push(sc):
 
 @given(window_scenario())
 def test_changelog_matches_model_and_folds_to_final(sc):
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
+    names, cols, trace, aggs = model_case(sc)
     wcols = result_columns(sc, names, weight=True)
-    trace = sc.trace()
-    aggs = model_aggs(names)
     run = run_window(sc, names, emit=lm.changelog())
     if run.rows:
         assert run.columns == wcols  # weight comes last
@@ -158,10 +145,7 @@ def test_periodic_last_rows_are_final(sc, rnd: random.Random):
     """Processing-time emits: what comes out depends on the clock, but every row must be a
     state the window really was in after some push, and the last row per window and key is
     final()'s."""
-    names = agg_names(sc)
-    cols = result_columns(sc, names)
-    trace = sc.trace()
-    aggs = model_aggs(names)
+    names, cols, trace, aggs = model_case(sc)
     run = run_window(sc, names, emit=lm.periodic("1ms"),
                      pause=lambda: rnd.choice([0, 0, 0.0005, 0.002]))
     states = set(canonical(window_states(trace, sc.keys, aggs), cols))
@@ -174,7 +158,7 @@ def test_periodic_last_rows_are_final(sc, rnd: random.Random):
 def test_every_strategy_agrees_on_final_rows(sc):
     """The same data under each strategy: final(), the fold of changelog(), and the last rows
     of on_update() and on_window_close() describe the same windows."""
-    names = agg_names(sc)
+    names = scenario_aggs(sc)
     cols = result_columns(sc, names)
     final = run_window(sc, names, emit=lm.final()).rows
     log = run_window(sc, names, emit=lm.changelog()).rows

@@ -25,10 +25,16 @@ def engine_with_source(schema=SCHEMA):
     return eng, eng.source("s", time="ts", schema=schema)
 
 
-def test_unknown_group_by_column_with_declared_schema():
+def declaring_fails(build, error, match):
+    """Declaring the query ``build(source)`` over a source with SCHEMA raises ``error``."""
     _, s = engine_with_source()
-    with pytest.raises(errors.ColumnNotFoundError, match="'nope'.*available columns: \\[ts, key, name, value\\]"):
-        s.window(lm.tumbling("1s")).group_by("nope").agg(n=lm.count()).collect()
+    with pytest.raises(error, match=match):
+        build(s).collect()
+
+
+def test_unknown_group_by_column_with_declared_schema():
+    declaring_fails(lambda s: s.window(lm.tumbling("1s")).group_by("nope").agg(n=lm.count()),
+                    errors.ColumnNotFoundError, "'nope'.*available columns: \\[ts, key, name, value\\]")
 
 
 def test_unknown_column_found_at_first_push_when_schema_not_declared():
@@ -41,15 +47,13 @@ def test_unknown_column_found_at_first_push_when_schema_not_declared():
 
 
 def test_wrongly_typed_aggregate_column():
-    _, s = engine_with_source()
-    with pytest.raises(errors.ColumnTypeError, match="'name' has type Utf8"):
-        s.window(lm.tumbling("1s")).agg(total=lm.sum("name")).collect()
+    declaring_fails(lambda s: s.window(lm.tumbling("1s")).agg(total=lm.sum("name")),
+                    errors.ColumnTypeError, "'name' has type Utf8")
 
 
 def test_float_group_key_rejected():
-    _, s = engine_with_source()
-    with pytest.raises(errors.ColumnTypeError, match="group_by keys"):
-        s.window(lm.tumbling("1s")).group_by("value").agg(n=lm.count()).collect()
+    declaring_fails(lambda s: s.window(lm.tumbling("1s")).group_by("value").agg(n=lm.count()),
+                    errors.ColumnTypeError, "group_by keys")
 
 
 def test_missing_time_column():

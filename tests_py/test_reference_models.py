@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference import (
-    canonical, emit_changelog, emit_final, emit_on_update, emit_on_window_close, fold_changelog,
-    interval_join, join_columns, last_per_window, lookup, session, sessions_of, sliding,
-    sliding_starts, trace_late, tumbling, window_states, window_trace,
+    FINAL_MODELS, canonical, emit_changelog, emit_final, emit_on_update, emit_on_window_close,
+    fold_changelog, interval_join, join_columns, last_per_window, lookup, session, sessions_of,
+    sliding, sliding_starts, split, trace_late, tumbling, window_states, window_trace,
 )
 
 COUNT = {"n": ("count_rows", None)}
@@ -219,11 +219,7 @@ def model_scenario(draw):
     n = draw(st.integers(0, 40))
     batch = [{"ts": draw(st.integers(0, 400)), "k": draw(st.integers(0, 2)),
               "v": draw(st.sampled_from([None, 1.0, 2.5, -4.0]))} for _ in range(n)]
-    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=5)))
-    batches, prev = [], 0
-    for c in cuts + [n]:
-        batches.append(batch[prev:c])
-        prev = c
+    batches = split(batch, draw(st.lists(st.integers(0, n), max_size=5)))
     slide = draw(st.integers(1, 40))
     params = dict(tumbling=dict(size=draw(st.integers(1, 80))),
                   sliding=dict(size=slide * draw(st.integers(1, 4)), slide=slide),
@@ -249,15 +245,8 @@ def test_emit_models_agree_with_final(sc):
     else:
         assert set(final) <= set(canonical(last_per_window(updates, ["k"]), cols))
     # the simple models agree with the trace
-    if kind == "tumbling":
-        want, _ = tumbling(batches, time="ts", keys=["k"], aggs=AGGS, lateness=lateness, delay=delay, **params)
-        assert canonical(want, cols) == final
-    elif kind == "sliding":
-        want, _ = sliding(batches, time="ts", keys=["k"], aggs=AGGS, lateness=lateness, delay=delay, **params)
-        assert canonical(want, cols) == final
-    else:
-        want, _ = session(batches, time="ts", keys=["k"], aggs=AGGS, lateness=lateness, delay=delay, **params)
-        assert canonical(want, cols) == final
+    want, _ = FINAL_MODELS[kind](batches, time="ts", keys=["k"], aggs=AGGS, lateness=lateness, delay=delay, **params)
+    assert canonical(want, cols) == final
 
 
 # --- interval join -----------------------------------------------------------------------------

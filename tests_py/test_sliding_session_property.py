@@ -14,43 +14,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import laminar as lm
-from reference import canonical, rows_of, session, sliding
-from scenarios import AGGS, ORDER_FREE, model_aggs, result_columns, run_window, window_scenario
-
-ALL_AGGS = list(AGGS)
+from reference import canonical, rows_of
+from scenarios import AGGS, ORDER_FREE, check_run, result_columns, run_window, window_scenario
 
 
-def check_against_model(sc, run, want, want_late, agg_names, late):
-    cols = result_columns(sc, agg_names)
-    assert canonical(run.rows, cols) == canonical(want, cols)
-    if run.rows:
-        assert run.columns == cols
-    in_cols = ["ts", *sc.keys, "value"]
-    if late == "side":
-        assert canonical(run.late, in_cols) == canonical(want_late, in_cols)
-        assert run.metrics["late_side_output"] == len(want_late)
-        assert run.metrics["late_dropped"] == 0
-    else:
-        assert run.metrics["late_dropped"] == len(want_late)
-        assert run.metrics["late_side_output"] == 0
-    assert run.metrics["rows_out"] == len(run.rows)
+def check_against_model(sc, agg_names, late):
+    """The scenario's query with final() against the reference model of its window kind
+    (reference.sliding, reference.session)."""
+    run = run_window(sc, agg_names, late=late, emit=lm.final())
+    want, want_late = sc.model(agg_names)
+    check_run(run, want, want_late, result_columns(sc, agg_names), late=late, late_cols=["ts", *sc.keys, "value"])
     assert run.metrics["open_windows"] == 0 and run.metrics["live_groups"] == 0
 
 
 @given(window_scenario(kinds=("sliding",)), st.sampled_from(["side", "drop"]))
 def test_sliding_matches_reference(sc, late):
-    run = run_window(sc, ALL_AGGS, late=late, emit=lm.final())
-    want, want_late = sliding(sc.batches, time="ts", keys=sc.keys, aggs=model_aggs(ALL_AGGS),
-                              lateness=sc.lateness, delay=sc.delay, **sc.params)
-    check_against_model(sc, run, want, want_late, ALL_AGGS, late)
+    check_against_model(sc, list(AGGS), late)
 
 
 @given(window_scenario(kinds=("session",)), st.sampled_from(["side", "drop"]))
 def test_session_matches_reference(sc, late):
-    run = run_window(sc, ORDER_FREE, late=late, emit=lm.final())
-    want, want_late = session(sc.batches, time="ts", keys=sc.keys, aggs=model_aggs(ORDER_FREE),
-                              lateness=sc.lateness, delay=sc.delay, **sc.params)
-    check_against_model(sc, run, want, want_late, ORDER_FREE, late)
+    check_against_model(sc, ORDER_FREE, late)
 
 
 @given(window_scenario(kinds=("session",)))
@@ -61,8 +45,7 @@ def test_session_first_last_follow_arrival_order_across_merges(sc):
     points at exactly this rule."""
     names = ["n", "fst", "lst"]
     run = run_window(sc, names, emit=lm.final())
-    want, _ = session(sc.batches, time="ts", keys=sc.keys, aggs=model_aggs(names),
-                      lateness=sc.lateness, delay=sc.delay, **sc.params)
+    want, _ = sc.model(names)
     cols = result_columns(sc, names)
     assert canonical(run.rows, cols) == canonical(want, cols)
 

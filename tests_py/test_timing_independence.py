@@ -6,31 +6,21 @@ of the two sides). Both runs are also checked against the reference models."""
 
 from __future__ import annotations
 
-import random
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 import laminar as lm
 from reference import JOIN_TYPES, canonical, emit_final
 from scenarios import (
-    AGGS, ORDER_FREE, WINDOW_KINDS, join_scenario, model_aggs, result_columns, run_join, run_window,
-    split, window_scenario,
+    WINDOW_KINDS, join_scenario, model_aggs, pause, random_split, result_columns, run_join, run_window,
+    scenario_aggs, window_scenario,
 )
-
-
-def random_split(rnd: random.Random, rows: list) -> list:
-    return split(rows, rnd.sample(range(len(rows) + 1), k=min(len(rows) + 1, rnd.randint(0, 8))))
-
-
-def pause(rnd: random.Random):
-    return lambda: rnd.random() * 0.002
 
 
 @given(st.sampled_from(WINDOW_KINDS).flatmap(lambda k: window_scenario(kinds=(k,), nothing_late=True)),
        st.randoms(use_true_random=False))
 def test_windows_do_not_depend_on_batching_or_pauses(sc, rnd):
-    names = ORDER_FREE if sc.kind == "session" else list(AGGS)
+    names = scenario_aggs(sc)
     cols = result_columns(sc, names)
     bulk = run_window(sc, names, batches=[sc.rows], emit=lm.final())
     paced = run_window(sc, names, batches=random_split(rnd, sc.rows), pause=pause(rnd), emit=lm.final())

@@ -11,25 +11,8 @@ from hypothesis import strategies as st
 
 import laminar as lm
 from helpers import run_in_batches
-from reference import canonical, rows_of, tumbling
-
-AGGS = {
-    "n": ("count_rows", None),
-    "nv": ("count", "value"),
-    "total": ("sum", "value"),
-    "lo": ("min", "value"),
-    "hi": ("max", "value"),
-    "mean": ("avg", "value"),
-    "fst": ("first", "value"),
-    "lst": ("last", "value"),
-}
-
-
-def lm_aggs():
-    return dict(
-        n=lm.count(), nv=lm.count("value"), total=lm.sum("value"), lo=lm.min("value"),
-        hi=lm.max("value"), mean=lm.avg("value"), fst=lm.first("value"), lst=lm.last("value"),
-    )
+from reference import canonical, rows_of, split, tumbling
+from scenarios import AGGS, lm_aggs, pause, random_split
 
 
 KEY_TYPES = {
@@ -56,11 +39,7 @@ def scenario(draw):
         if two_keys:
             row["k2"] = draw(st.integers(0, 2))
         rows.append(row)
-    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
-    batches, prev = [], 0
-    for c in cuts + [n]:
-        batches.append(rows[prev:c])
-        prev = c
+    batches = split(rows, draw(st.lists(st.integers(0, n), max_size=6)))
     fields = [("ts", pa.int64()), ("k", key_type), ("value", pa.float64())]
     if two_keys:
         fields.append(("k2", pa.int64()))
@@ -80,7 +59,7 @@ def test_tumbling_matches_reference(sc):
     def build(src):
         return (src.window(lm.tumbling(sc["size"], offset=sc["offset"]),
                            allowed_lateness=sc["lateness"], late="side")
-                .group_by(*keys).agg(**lm_aggs()).emit(lm.final()))
+                .group_by(*keys).agg(**lm_aggs(AGGS)).emit(lm.final()))
 
     got, late, metrics = run_in_batches(
         build, batches, watermark=lm.bounded_delay(sc["delay"]), schema=sc["schema"], with_late=True)
@@ -102,21 +81,14 @@ def test_results_do_not_depend_on_batching_or_pauses(sc, rnd: random.Random):
     delay = 10_000
     keys = sc["keys"]
 
-    def split(rows):
-        cuts = sorted(rnd.sample(range(len(rows) + 1), k=min(len(rows) + 1, rnd.randint(0, 8))))
-        out, prev = [], 0
-        for c in cuts + [len(rows)]:
-            out.append(pa.Table.from_pylist(rows[prev:c], schema=sc["schema"]))
-            prev = c
-        return out
-
     def build(src):
-        return src.window(lm.tumbling(sc["size"])).group_by(*keys).agg(**lm_aggs())
+        return src.window(lm.tumbling(sc["size"])).group_by(*keys).agg(**lm_aggs(AGGS))
 
     one, _, _ = run_in_batches(build, [pa.Table.from_pylist(rows, schema=sc["schema"])],
                                watermark=lm.bounded_delay(delay), schema=sc["schema"])
-    paced, _, m = run_in_batches(build, split(rows), watermark=lm.bounded_delay(delay),
-                                 schema=sc["schema"], pause=lambda: rnd.random() * 0.002)
+    pieces = [pa.Table.from_pylist(b, schema=sc["schema"]) for b in random_split(rnd, rows)]
+    paced, _, m = run_in_batches(build, pieces, watermark=lm.bounded_delay(delay),
+                                 schema=sc["schema"], pause=pause(rnd))
     cols = ["window_start", "window_end", *keys, *AGGS]
     assert canonical(rows_of(one), cols) == canonical(rows_of(paced), cols)
     assert m["late_dropped"] == 0
