@@ -58,10 +58,13 @@ def _ops_have_side_output(ops: Sequence[dict]) -> bool:
 class _Plan:
     """Common part of every builder stage: the input sources and the steps so far."""
 
-    def __init__(self, engine: "Engine", inputs: tuple["Source", ...], ops: tuple[dict, ...]):
+    def __init__(self, engine: "Engine", inputs: tuple["Source", ...], ops: tuple[dict, ...],
+                 joined: tuple[tuple["Source", ...], ...] = ()):
         self._engine = engine
         self._inputs = inputs
         self._ops = ops
+        # The sources each join step adds (the plan names them inside the step).
+        self._joined = joined
 
     def plan(self) -> dict:
         """The plan as the engine receives it (a JSON-compatible dict)."""
@@ -77,7 +80,7 @@ class _Plan:
     def _sources(self) -> tuple["Source", ...]:
         """Every source this stream reads, joins included."""
         out = list(self._inputs)
-        for extra in getattr(self, "_joined", ()):
+        for extra in self._joined:
             out.extend(extra)
         return tuple(dict.fromkeys(out))
 
@@ -89,7 +92,7 @@ class Stream(_Plan):
         """Keeps rows where ``predicate`` is true (null counts as false)."""
         if not isinstance(predicate, Expr):
             raise QueryError(f"filter() takes an expression such as lm.col('x') > 0, got {predicate!r}")
-        return self._carry(Stream(self._engine, self._inputs, self._ops + ({"op": "filter", "predicate": predicate._node},)))
+        return self._then({"op": "filter", "predicate": predicate._node})
 
     def select(self, *columns: Union[str, Expr], **named: Expr) -> "Stream":
         """Keeps or computes columns: ``select("key", "price", value=lm.col("price") * lm.col("qty"))``.
@@ -115,7 +118,7 @@ class Stream(_Plan):
             out.append((name, e._node))
         if not out:
             raise QueryError("select() needs at least one column")
-        return self._carry(Stream(self._engine, self._inputs, self._ops + ({"op": "select", "columns": out},)))
+        return self._then({"op": "select", "columns": out})
 
     def window(self, window: Window, *, allowed_lateness: Duration = 0, late: str = "drop") -> "WindowedStream":
         """Assigns rows to event-time windows.
@@ -178,9 +181,7 @@ class Stream(_Plan):
             "allowed_lateness_ms": to_millis(allowed_lateness, "allowed_lateness"),
             "late": _late_policy(late),
         }
-        out = Stream(self._engine, self._inputs, self._ops + (step,))
-        out._joined = getattr(self, "_joined", ()) + (other._sources(),)
-        return out
+        return self._then(step, joined=(other._sources(),))
 
     def lookup(
         self,
@@ -217,9 +218,7 @@ class Stream(_Plan):
             handle = self._engine.table(name, table, on=keys, ttl=ttl, loader=loader)
         handle._readers.update(s.name for s in self._sources())
         step = {"op": "lookup", "table": handle.name, "on": keys, "how": how}
-        out = Stream(self._engine, self._inputs, self._ops + (step,))
-        out._joined = getattr(self, "_joined", ())
-        return out
+        return self._then(step)
 
     def union(self, *others: "Stream") -> "Stream":
         """One stream of the rows of several sources of the same schema. Its watermark is the
@@ -233,9 +232,9 @@ class Stream(_Plan):
         inputs = tuple(dict.fromkeys(i for s in streams for i in s._inputs))
         return Stream(self._engine, inputs, ())
 
-    def _carry(self, out: "Stream") -> "Stream":
-        out._joined = getattr(self, "_joined", ())
-        return out
+    def _then(self, step: dict, joined: tuple = ()) -> "Stream":
+        """This stream followed by ``step`` (``joined``: the sources a join step adds)."""
+        return Stream(self._engine, self._inputs, self._ops + (step,), self._joined + joined)
 
     def collect(self, name: Optional[str] = None) -> "QueryResult":
         """Runs the stream as a query and returns its live result handle (rows pass through as
@@ -303,8 +302,7 @@ class Query(Stream):
     """
 
     def __init__(self, stream: Stream, step: dict):
-        super().__init__(stream._engine, stream._inputs, stream._ops + (step,))
-        self._joined = getattr(stream, "_joined", ())
+        super().__init__(stream._engine, stream._inputs, stream._ops + (step,), stream._joined)
         self._last: Optional[QueryResult] = None
 
     def emit(self, strategy: Emit) -> "Query":
@@ -316,8 +314,8 @@ class Query(Stream):
             )
         *head, last = self._ops
         q = Query.__new__(Query)
-        _Plan.__init__(q, self._engine, self._inputs, tuple(head) + ({**last, "emit": strategy.to_plan()},))
-        q._joined = getattr(self, "_joined", ())
+        _Plan.__init__(q, self._engine, self._inputs, tuple(head) + ({**last, "emit": strategy.to_plan()},),
+                       self._joined)
         q._last = None
         return q
 

@@ -189,6 +189,8 @@ pub struct Engine {
     tables: LookupTables,
     mirrors: HashMap<String, TableMirror>,
     reactor: Reactor,
+    /// Some running query reads processing time: send it on every push and take.
+    ticking: bool,
     closed: bool,
 }
 
@@ -211,6 +213,7 @@ impl Engine {
             tables: LookupTables::new(),
             mirrors: HashMap::new(),
             reactor: Reactor::new(config.inbox_capacity),
+            ticking: false,
             closed: false,
         }
     }
@@ -352,6 +355,11 @@ impl Engine {
                     .ok_or_else(|| Error::InvalidPlan("a union has no schema yet".into()))
             })
             .collect::<Result<Vec<_>>>()?;
+        self.ticking |= compiled
+            .graph
+            .nodes
+            .iter()
+            .any(|n| n.op.uses_processing_time());
         let id = self.reactor.add_query(&q.inputs, compiled.graph);
         // Bring the query's lookup tables up to date.
         for t in q.plan.tables() {
@@ -642,8 +650,12 @@ impl Engine {
         self.check_idle()
     }
 
-    /// Tells the operators the processing time (drives periodic emits).
+    /// Tells the operators the processing time (periodic emits, lookup TTLs), when one of
+    /// them reads it.
     fn tick(&mut self) -> Result<()> {
+        if !self.ticking {
+            return Ok(());
+        }
         let now = self.clock.now_ms();
         self.reactor
             .run(CoreMessage::Tick { now }, self.config.budget)

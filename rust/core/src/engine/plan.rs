@@ -131,14 +131,6 @@ impl QueryPlan {
         serde_json::from_str(json).map_err(|e| Error::InvalidPlan(format!("malformed plan: {e}")))
     }
 
-    /// Every source the query reads, in input order: this chain's sources, then those of each
-    /// join's right side in step order (recursively).
-    pub fn sources(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        self.branches().into_iter().for_each(|b| out.extend(b));
-        out
-    }
-
     /// The unions the query reads: each is a list of sources that must share one schema.
     pub fn branches(&self) -> Vec<Vec<String>> {
         let mut out = vec![self.inputs.clone()];
@@ -161,22 +153,6 @@ impl QueryPlan {
             }
         }
         out
-    }
-
-    fn all_ops(&self) -> Vec<&OpSpec> {
-        let mut out = Vec::new();
-        for op in &self.ops {
-            if let OpSpec::Join { right, .. } = op {
-                out.extend(right.all_ops());
-            }
-            out.push(op);
-        }
-        out
-    }
-
-    /// Whether any step routes late rows to a side output.
-    pub fn has_late_output(&self) -> bool {
-        self.all_ops().iter().any(|o| o.late_side_output())
     }
 }
 

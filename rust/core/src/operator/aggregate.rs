@@ -131,37 +131,38 @@ impl<T: Copy> Slots<T> {
         }
     }
 
-    /// Folds slot `s` of `src` into slot `d` of `self` with `f` (values both present).
+    /// Group `g`'s partial result: value, non-null count and arrival number.
     #[inline]
-    fn combine_from(
+    fn part(&self, g: usize) -> (T, i64, u64) {
+        (self.value[g], self.count[g], self.seq[g])
+    }
+
+    /// Folds a partial result into slot `d` (`f` combines two present values).
+    #[inline]
+    fn combine(
         &mut self,
         d: usize,
-        src: &Slots<T>,
-        s: usize,
+        (value, count, seq): (T, i64, u64),
         func: AggFunc,
         mut f: impl FnMut(T, T) -> T,
     ) {
-        if src.count[s] == 0 {
+        if count == 0 {
             return;
         }
-        if self.count[d] == 0 {
-            self.value[d] = src.value[s];
-            self.seq[d] = src.seq[s];
-        } else {
-            match func {
-                AggFunc::First if src.seq[s] < self.seq[d] => {
-                    self.value[d] = src.value[s];
-                    self.seq[d] = src.seq[s];
-                }
-                AggFunc::Last if src.seq[s] > self.seq[d] => {
-                    self.value[d] = src.value[s];
-                    self.seq[d] = src.seq[s];
-                }
-                AggFunc::First | AggFunc::Last => {}
-                _ => self.value[d] = f(self.value[d], src.value[s]),
+        let take = match func {
+            _ if self.count[d] == 0 => true,
+            AggFunc::First => seq < self.seq[d],
+            AggFunc::Last => seq > self.seq[d],
+            _ => {
+                self.value[d] = f(self.value[d], value);
+                false
             }
+        };
+        if take {
+            self.value[d] = value;
+            self.seq[d] = seq;
         }
-        self.count[d] += src.count[s];
+        self.count[d] += count;
     }
 
     /// Folds `values` into the slots of `groups` with `f(acc, v, count_before)`.
@@ -191,15 +192,6 @@ impl<T: Copy> Slots<T> {
                     }
                 }
             }
-        }
-    }
-
-    /// A one-slot copy of slot `g`.
-    fn slot(&self, g: usize) -> Slots<T> {
-        Slots {
-            value: vec![self.value[g]],
-            count: vec![self.count[g]],
-            seq: vec![self.seq[g]],
         }
     }
 
@@ -376,17 +368,37 @@ impl Accumulator {
     /// this one, for each `(d, s)` in `pairs`: the result is what folding both groups' rows
     /// into one would have given.
     pub fn merge_from(&mut self, src: &Accumulator, pairs: &[(u32, u32)]) -> Result<()> {
+        self.merge_pairs(Some(&src.state), pairs)
+    }
+
+    /// Like [`Accumulator::merge_from`] with both groups in this accumulator (`d != s`).
+    pub fn merge_within(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
+        self.merge_pairs(None, pairs)
+    }
+
+    /// Folds, for each `(d, s)`, group `s` of `src` (or of this state when `None`) into `d`.
+    fn merge_pairs(&mut self, src: Option<&State>, pairs: &[(u32, u32)]) -> Result<()> {
         let func = self.func;
         let mut overflow = false;
-        match (&mut self.state, &src.state) {
-            (State::CountRows(d), State::CountRows(s)) => {
+        match &mut self.state {
+            State::CountRows(d) => {
                 for &(dg, sg) in pairs {
-                    d[dg as usize] += s[sg as usize];
+                    let n = match src {
+                        Some(State::CountRows(s)) => s[sg as usize],
+                        None => d[sg as usize],
+                        Some(_) => unreachable_value(0),
+                    };
+                    d[dg as usize] += n;
                 }
             }
-            (State::Int(d), State::Int(s)) => {
+            State::Int(d) => {
                 for &(dg, sg) in pairs {
-                    d.combine_from(dg as usize, s, sg as usize, func, |a, b| match func {
+                    let part = match src {
+                        Some(State::Int(s)) => s.part(sg as usize),
+                        None => d.part(sg as usize),
+                        Some(_) => unreachable_value((0, 0, 0)),
+                    };
+                    d.combine(dg as usize, part, func, |a, b| match func {
                         AggFunc::Min => a.min(b),
                         AggFunc::Max => a.max(b),
                         AggFunc::Count => a,
@@ -398,44 +410,26 @@ impl Accumulator {
                     });
                 }
             }
-            (State::Float(d), State::Float(s)) => {
+            State::Float(d) => {
                 for &(dg, sg) in pairs {
-                    d.combine_from(dg as usize, s, sg as usize, func, |a, b| match func {
+                    let part = match src {
+                        Some(State::Float(s)) => s.part(sg as usize),
+                        None => d.part(sg as usize),
+                        Some(_) => unreachable_value((0.0, 0, 0)),
+                    };
+                    d.combine(dg as usize, part, func, |a, b| match func {
                         AggFunc::Min => a.min(b),
                         AggFunc::Max => a.max(b),
                         _ => a + b,
                     });
                 }
             }
-            _ => unreachable_state(),
         }
         if overflow {
             return Err(Error::Overflow(format!(
                 "sum of column '{}' exceeds the int64 range; cast it to float first",
                 self.column_name
             )));
-        }
-        Ok(())
-    }
-
-    /// Like [`Accumulator::merge_from`] with both groups in this accumulator (`d != s`).
-    pub fn merge_within(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
-        // Groups are few per merge; a one-slot copy keeps the borrow checker simple.
-        for &(d, s) in pairs {
-            let mut one = Accumulator {
-                func: self.func,
-                column: self.column,
-                column_name: String::new(),
-                input_type: DataType::Null,
-                state: match &self.state {
-                    State::CountRows(c) => State::CountRows(vec![c[s as usize]]),
-                    State::Int(x) => State::Int(x.slot(s as usize)),
-                    State::Float(x) => State::Float(x.slot(s as usize)),
-                },
-                output: self.output.clone(),
-            };
-            one.column_name.clone_from(&self.column_name);
-            self.merge_from(&one, &[(d, 0)])?;
         }
         Ok(())
     }
@@ -510,4 +504,11 @@ impl AggFunc {
 #[cold]
 fn unreachable_state() {
     debug_assert!(false, "aggregate state does not match its function");
+}
+
+/// Accumulators merged together are bound from the same spec, so their states match.
+#[cold]
+fn unreachable_value<T>(empty: T) -> T {
+    debug_assert!(false, "merged accumulators have different states");
+    empty
 }

@@ -389,6 +389,10 @@ impl Operator for LookupJoin {
         Ok(())
     }
 
+    fn uses_processing_time(&self) -> bool {
+        self.table.ttl_ms.is_some()
+    }
+
     fn on_table_update(
         &mut self,
         table: &str,

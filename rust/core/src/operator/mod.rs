@@ -191,6 +191,10 @@ pub trait Operator: Send {
     fn on_watermark(&mut self, _wm: Timestamp, _ctx: &mut OperatorContext<'_>) -> Result<()> {
         Ok(())
     }
+    /// Whether the operator reads processing time (then the engine sends it on every call).
+    fn uses_processing_time(&self) -> bool {
+        false
+    }
     /// Processing time moved to `now` (sent on engine calls, never from a timer thread).
     fn on_processing_time(
         &mut self,

@@ -47,7 +47,7 @@ struct Sessions {
     fired: Vec<bool>,
     armed_close: Vec<i64>,
     armed_fire: Vec<i64>,
-    /// Touched by the batch being processed (index into `touched`+1, 0: no).
+    /// Touched by the batch being processed.
     touched: Vec<bool>,
     dirty: Vec<bool>,
     /// Merged into another session during this batch.
@@ -503,6 +503,10 @@ impl Operator for SessionWindow {
             self.closing.clear();
         }
         Ok(())
+    }
+
+    fn uses_processing_time(&self) -> bool {
+        matches!(self.config.emit, EmitSpec::Periodic { .. })
     }
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext<'_>) -> Result<()> {

@@ -676,6 +676,10 @@ impl Operator for WindowAggregate {
         self.on_window_timer(start, close, ctx)
     }
 
+    fn uses_processing_time(&self) -> bool {
+        matches!(self.config.emit, EmitSpec::Periodic { .. })
+    }
+
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext<'_>) -> Result<()> {
         if self.periodic.due(self.config.emit, now) {
             self.emit_periodic(ctx)?;
