@@ -1,0 +1,1 @@
+//! Credit-based backpressure (being written).

@@ -1,0 +1,1 @@
+//! The LMAX disruptor (being written).
