@@ -1,0 +1,2 @@
+//! Workload F (being written).
+fn main() {}
