@@ -130,7 +130,7 @@ fn session_model(sc: &Scenario, gap: i64) -> Vec<Row> {
 
 fn run(sc: &Scenario, window: WindowSpec, emit: EmitSpec) -> Vec<(Row, i64)> {
     let clock = ManualClock::new(0);
-    let mut engine = Engine::new(EngineConfig::default(), Arc::new(clock));
+    let mut engine = Engine::new(EngineConfig::default(), Arc::new(clock)).unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("ts", DataType::Int64, false),
         Field::new("k", DataType::Int64, false),

@@ -39,7 +39,7 @@ use proptest::prelude::*;
 fn new_engine() -> (Engine, ManualClock) {
     let clock = ManualClock::new(0);
     (
-        Engine::new(EngineConfig::default(), Arc::new(clock.clone())),
+        Engine::new(EngineConfig::default(), Arc::new(clock.clone())).unwrap(),
         clock,
     )
 }

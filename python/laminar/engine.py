@@ -40,18 +40,58 @@ class Engine:
     of input. Pushing runs the engine with the GIL released; results completed by a push are
     available to ``poll()`` as soon as ``push`` returns.
 
-    ``cores``: only 1 is available in this version. ``state_dir``: durability is not available
-    in this version; pass None.
+    ``cores``: with 1 (the default) queries run on the pushing thread. With ``cores=N > 1``
+    they run on N native threads, one reactor each, pinned to CPUs where allowed (``pin``):
+    each pushed batch is split by the hash of the keys its queries group or join on and each
+    part goes to the core that owns those keys; watermarks go to every core. ``push`` then
+    returns once the batch is queued, and ``poll()``/``collect()``/``metrics()`` first wait
+    for the cores to finish what was pushed before, so results are the same as with one core
+    (row order across keys may differ). Any number of Python threads may push at once.
+
+    ``backpressure`` (cores > 1): what ``push`` does when the cores are behind, i.e. a core
+    already has ``credits`` routed batches waiting plus what it can borrow from the shared
+    ``floating_credits``: ``"block"`` waits (the GIL is released meanwhile), ``"drop"``
+    discards the batch (counted as ``dropped_rows`` in ``metrics()``; it does not move the
+    watermark), ``"error"`` raises :class:`~laminar.errors.BackpressureError` and applies
+    nothing of that batch. A backpressured core accepts batches again once its backlog is
+    down to ``low_watermark`` (default ``credits // 2``).
+
+    ``state_dir``: durability is not available in this version; pass None.
     """
 
-    def __init__(self, cores: int = 1, state_dir: Optional[str] = None, *, inbox_capacity: int = 1024) -> None:
-        if cores != 1:
-            raise QueryError(f"cores={cores}: this version runs one core per engine; use cores=1")
+    def __init__(
+        self,
+        cores: int = 1,
+        state_dir: Optional[str] = None,
+        *,
+        backpressure: str = "block",
+        credits: int = 32,
+        floating_credits: int = 32,
+        low_watermark: Optional[int] = None,
+        pin: bool = True,
+        inbox_capacity: int = 1024,
+    ) -> None:
+        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+            raise QueryError(f"cores must be a positive int, got {cores!r}")
         if state_dir is not None:
             raise QueryError("state_dir: durable state is not available in this version; pass state_dir=None")
-        if not isinstance(inbox_capacity, int) or inbox_capacity < 1:
-            raise QueryError(f"inbox_capacity must be a positive int, got {inbox_capacity!r}")
-        self._native = _laminar.Engine(inbox_capacity=inbox_capacity)
+        if backpressure not in ("block", "drop", "error"):
+            raise QueryError(f"backpressure must be 'block', 'drop' or 'error', got {backpressure!r}")
+        for what, v, least in (("credits", credits, 1), ("floating_credits", floating_credits, 0), ("inbox_capacity", inbox_capacity, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise QueryError(f"{what} must be an int >= {least}, got {v!r}")
+        if low_watermark is not None and (isinstance(low_watermark, bool) or not isinstance(low_watermark, int) or not 0 <= low_watermark < credits + floating_credits):
+            raise QueryError(f"low_watermark must be an int in [0, credits + floating_credits), got {low_watermark!r}")
+        self.cores = cores
+        self._native = _laminar.Engine(
+            inbox_capacity=inbox_capacity,
+            cores=cores,
+            backpressure=backpressure,
+            credits=credits,
+            floating_credits=floating_credits,
+            low_watermark=low_watermark,
+            pin=bool(pin),
+        )
         self._sources: dict[str, Source] = {}
         self._results: dict[str, QueryResult] = {}
         self._tables: dict[str, LookupTable] = {}
@@ -207,8 +247,12 @@ class Engine:
         self.close()
 
     def metrics(self) -> dict:
-        """Counters: per source (rows, watermark, idle, ...) and per query (rows in/out, late
-        rows dropped or side-output, open windows, live and peak groups, ...)."""
+        """Counters: per source (rows, watermark, idle, dropped rows, ...) and per query (rows
+        in/out, late rows dropped or side-output, open windows, live and peak groups, ...;
+        summed over cores, with how each input is spread over them). With ``cores > 1`` also
+        ``cores`` (per core: rows and batches processed, queue depth, credits in use, whether
+        pinned or backpressured, busy seconds) and ``backpressure`` (policy, credits acquired,
+        released, blocked, dropped, refused)."""
         self._native.check_idle()
         return self._native.metrics()
 

@@ -21,6 +21,7 @@ __all__ = [
     "InputTypeError",
     "EngineClosedError",
     "BackpressureError",
+    "EngineRuntimeError",
     "AggregateOverflowError",
 ]
 
@@ -79,3 +80,10 @@ class BackpressureError(LaminarError):
 
 class AggregateOverflowError(LaminarError, ArithmeticError):
     """An aggregate overflowed its result type (e.g. an int64 sum)."""
+
+
+class EngineRuntimeError(LaminarError, RuntimeError):
+    """A core thread of the engine failed (an internal error); the engine cannot continue.
+
+    Create a new :class:`~laminar.Engine`. Please report it with the message: it is a bug.
+    """

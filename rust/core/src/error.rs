@@ -74,6 +74,9 @@ pub enum Error {
     /// An aggregate overflowed its result type (e.g. an int64 sum); results would be wrong.
     #[error("arithmetic overflow: {0}")]
     Overflow(String),
+    /// A core thread of the runtime failed (it panicked, or could not be started).
+    #[error("engine runtime: {0}")]
+    Runtime(String),
     /// An error from an Arrow kernel.
     #[error("arrow error: {0}")]
     Arrow(#[from] ArrowError),
@@ -100,6 +103,8 @@ pub enum ErrorKind {
     Backpressure,
     /// [`Error::Overflow`].
     Overflow,
+    /// [`Error::Runtime`].
+    Runtime,
     /// [`Error::Arrow`].
     Arrow,
 }
@@ -117,6 +122,7 @@ impl Error {
             Error::Closed(_) => ErrorKind::Closed,
             Error::Backpressure(_) => ErrorKind::Backpressure,
             Error::Overflow(_) => ErrorKind::Overflow,
+            Error::Runtime(_) => ErrorKind::Runtime,
             Error::Arrow(_) => ErrorKind::Arrow,
         }
     }

@@ -46,6 +46,7 @@ pub mod engine;
 pub mod error;
 pub mod operator;
 pub mod reactor;
+pub mod runtime;
 pub mod sync;
 pub mod time;
 

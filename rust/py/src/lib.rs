@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use laminar_core::engine::{Engine, EngineConfig, Outbox, QueryPlan, SourceConfig, TableDef};
+use laminar_core::engine::{
+    CreditConfig, Engine, EngineConfig, Outbox, Overflow, Partitioning, QueryPlan, SourceConfig,
+    TableDef,
+};
 use laminar_core::reactor::Budget;
 use laminar_core::time::clock::SystemClock;
 use laminar_core::time::watermark::WatermarkStrategy;
@@ -36,6 +39,7 @@ fn exception_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Closed => "EngineClosedError",
         ErrorKind::Backpressure => "BackpressureError",
         ErrorKind::Overflow => "AggregateOverflowError",
+        ErrorKind::Runtime => "EngineRuntimeError",
         ErrorKind::Arrow => "LaminarError",
     }
 }
@@ -155,18 +159,47 @@ fn table<'py>(
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64))]
-    fn new(inbox_capacity: usize, poll_budget: usize) -> Self {
+    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64, cores = 1, backpressure = "block", credits = 32, floating_credits = 32, low_watermark = None, pin = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        inbox_capacity: usize,
+        poll_budget: usize,
+        cores: usize,
+        backpressure: &str,
+        credits: u64,
+        floating_credits: u64,
+        low_watermark: Option<u64>,
+        pin: bool,
+    ) -> PyResult<Self> {
+        let overflow = Overflow::parse(backpressure).ok_or_else(|| {
+            raise(
+                py,
+                "QueryError",
+                format!("backpressure must be 'block', 'drop' or 'error', got '{backpressure}'"),
+            )
+        })?;
         let config = EngineConfig {
             inbox_capacity: inbox_capacity.max(1),
             budget: Budget {
                 messages: poll_budget.max(1),
             },
+            cores,
+            credits: CreditConfig {
+                exclusive: credits.max(1),
+                floating: floating_credits,
+                low_watermark: low_watermark.unwrap_or(credits / 2),
+                overflow,
+            },
+            pin,
         };
-        PyEngine {
-            inner: Mutex::new(Engine::new(config, Arc::new(SystemClock))),
+        let engine = py
+            .detach(|| Engine::new(config, Arc::new(SystemClock)))
+            .map_err(|e| to_pyerr(py, e))?;
+        Ok(PyEngine {
+            inner: Mutex::new(engine),
             broken: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Declares a source. `watermark` is "bounded_delay", "ascending" or "punctuated".
@@ -291,10 +324,7 @@ impl PyEngine {
 
     /// Closes the engine.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.call(py, |e| {
-            e.close();
-            Ok(())
-        })
+        self.call(py, |e| e.close())
     }
 
     /// Checks processing-time idleness of sources.
@@ -334,13 +364,36 @@ impl PyEngine {
 
     /// Counters of sources and queries.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (sources, queries) = self.call(py, |e| Ok((e.source_metrics(), e.query_reports())))?;
+        type Snapshot = (
+            Vec<laminar_core::engine::SourceMetrics>,
+            Vec<laminar_core::engine::QueryReport>,
+            Vec<laminar_core::engine::CoreMetrics>,
+            Option<laminar_core::engine::CreditMetrics>,
+            Vec<Option<Vec<laminar_core::engine::Partitioning>>>,
+            EngineConfig,
+        );
+        let (sources, queries, cores, credits, parts, config): Snapshot = self.call(py, |e| {
+            let queries = e.query_reports()?;
+            let parts = queries
+                .iter()
+                .map(|q| e.partitioning(&q.name).ok().flatten())
+                .collect();
+            Ok((
+                e.source_metrics(),
+                queries,
+                e.core_metrics(),
+                e.credit_metrics(),
+                parts,
+                e.config(),
+            ))
+        })?;
         let out = PyDict::new(py);
         let src = PyDict::new(py);
         for s in sources {
             let d = PyDict::new(py);
             d.set_item("rows", s.rows)?;
             d.set_item("batches", s.batches)?;
+            d.set_item("dropped_rows", s.dropped_rows)?;
             d.set_item("watermark", s.watermark)?;
             d.set_item("max_event_time", s.max_event_time)?;
             d.set_item("idle", s.idle)?;
@@ -349,8 +402,19 @@ impl PyEngine {
             src.set_item(s.name, d)?;
         }
         let qs = PyDict::new(py);
-        for q in queries {
+        for (q, part) in queries.into_iter().zip(parts) {
             let d = PyDict::new(py);
+            if let Some(part) = part {
+                let names: Vec<String> = part
+                    .iter()
+                    .map(|p| match p {
+                        Partitioning::Even => "even".to_string(),
+                        Partitioning::Keys(cols) => format!("keys{cols:?}"),
+                        Partitioning::Single(c) => format!("single(core {c})"),
+                    })
+                    .collect();
+                d.set_item("partitioning", names)?;
+            }
             let m = q.metrics;
             d.set_item("state", q.state)?;
             d.set_item("rows_in", m.rows_in)?;
@@ -368,7 +432,42 @@ impl PyEngine {
         }
         out.set_item("sources", src)?;
         out.set_item("queries", qs)?;
+        let per_core = pyo3::types::PyList::empty(py);
+        for c in cores {
+            let d = PyDict::new(py);
+            d.set_item("core", c.core)?;
+            d.set_item("pinned", c.pinned)?;
+            d.set_item("rows", c.rows)?;
+            d.set_item("batches", c.batches)?;
+            d.set_item("commands", c.commands)?;
+            d.set_item("queue_depth", c.queue_depth)?;
+            d.set_item("credits_in_use", c.credits_in_use)?;
+            d.set_item("backpressured", c.backpressured)?;
+            d.set_item("idle_waits", c.idle_waits)?;
+            d.set_item("busy_s", c.busy_s)?;
+            per_core.append(d)?;
+        }
+        out.set_item("cores", per_core)?;
+        if let Some(m) = credits {
+            let d = PyDict::new(py);
+            d.set_item("policy", config.credits.overflow.name())?;
+            d.set_item("credits_per_core", config.credits.exclusive)?;
+            d.set_item("floating_credits", config.credits.floating)?;
+            d.set_item("low_watermark", config.credits.low_watermark)?;
+            d.set_item("acquired", m.acquired)?;
+            d.set_item("released", m.released)?;
+            d.set_item("blocked", m.blocked)?;
+            d.set_item("dropped", m.dropped)?;
+            d.set_item("refused", m.refused)?;
+            d.set_item("floating_available", m.floating_available)?;
+            out.set_item("backpressure", d)?;
+        }
         Ok(out)
+    }
+
+    /// Makes a core sleep `ms` milliseconds (tests of backpressure only).
+    fn _stall_core(&self, py: Python<'_>, core: usize, ms: u64) -> PyResult<()> {
+        self.call(py, move |e| e.stall_core(core, ms))
     }
 }
 
@@ -376,7 +475,7 @@ impl PyEngine {
 /// becomes a Python exception instead of aborting the interpreter.
 #[pyfunction]
 fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
-    let engine = PyEngine::new(1, 1);
+    let engine = PyEngine::new(py, 1, 1, 1, "block", 1, 0, None, false)?;
     engine.call(py, |_| -> Result<(), Error> {
         panic!("deliberate test panic")
     })

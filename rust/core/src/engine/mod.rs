@@ -3,13 +3,20 @@
 //! reactor messages in the order the reactor's contract requires (a batch's `Data`, then the
 //! watermark that batch produces), and hands results out.
 //!
-//! In this version the reactor runs on the caller's thread: `push` returns after the batch
-//! has been processed, so results that the batch completes are ready at once. The engine never
-//! reads the wall clock except to drive idle-source detection and the future-timestamp cap.
+//! With `cores = 1` the reactor runs on the caller's thread: `push` returns after the batch
+//! has been processed. With `cores > 1` the queries run on the thread-per-core runtime
+//! ([`crate::runtime`]): `push` validates, generates the watermark and routes the batch by key
+//! to the cores, then returns while they work (bounded by backpressure credits); taking
+//! results first waits for the cores to finish what was pushed before, so a caller sees the
+//! same results as with one core. Watermarks are generated here, once per source, and
+//! broadcast, so every core judges lateness alike. The engine never reads the wall clock
+//! except to drive idle-source detection, processing-time emits and the future-timestamp cap.
 //!
 //! The hidden column [`TIME_COLUMN`] (event time as int64 epoch ms) travels with every stream
 //! batch inside the engine and is removed from everything handed out.
 
+mod cores;
+mod partition;
 mod plan;
 mod source;
 
@@ -22,15 +29,20 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 pub use crate::operator::emit::EmitSpec;
 pub use crate::operator::interval_join::JoinKind;
 pub use crate::operator::lookup_join::{LookupKind, TableDef};
+pub use crate::runtime::CoreMetrics;
+pub use crate::sync::credit::{CreditConfig, CreditMetrics, Overflow};
+pub use partition::Partitioning;
 pub use plan::{compile, Compiled, OpSpec, QueryPlan, SourceSchema};
 pub use source::SourceConfig;
 
 use crate::error::{Error, Result};
 use crate::operator::lookup_join::{cast_key, key_indices, KeyEncoder, LookupTables, TableIndex};
-use crate::reactor::{Budget, CoreMessage, QueryId, QueryMetrics, Reactor, SourceId};
+use crate::reactor::{Budget, CoreMessage, QueryId, QueryMetrics, SourceId};
+use crate::runtime::RuntimeConfig;
 use crate::time::clock::{Clock, SystemClock};
 use crate::time::convert::max_at_or_below;
 use crate::time::Timestamp;
+use cores::{Admission, Cores};
 use source::{Bound, Source};
 
 /// Name of the hidden event-time column carried inside the engine.
@@ -81,6 +93,12 @@ pub struct EngineConfig {
     pub inbox_capacity: usize,
     /// Messages per reactor poll.
     pub budget: Budget,
+    /// Core threads; 1 runs the reactor on the caller's thread.
+    pub cores: usize,
+    /// Backpressure credits (cores > 1).
+    pub credits: CreditConfig,
+    /// Pin core threads to CPUs where allowed.
+    pub pin: bool,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +106,9 @@ impl Default for EngineConfig {
         EngineConfig {
             inbox_capacity: 1024,
             budget: Budget::default(),
+            cores: 1,
+            credits: CreditConfig::default(),
+            pin: true,
         }
     }
 }
@@ -101,6 +122,8 @@ pub struct SourceMetrics {
     pub rows: u64,
     /// Non-empty batches accepted.
     pub batches: u64,
+    /// Rows refused by backpressure policy "drop" (not processed).
+    pub dropped_rows: u64,
     /// Current watermark.
     pub watermark: Option<Timestamp>,
     /// Largest event time seen.
@@ -188,21 +211,44 @@ pub struct Engine {
     query_ids: HashMap<String, usize>,
     tables: LookupTables,
     mirrors: HashMap<String, TableMirror>,
-    reactor: Reactor,
+    cores: Cores,
     /// Some running query reads processing time: send it on every push and take.
     ticking: bool,
     closed: bool,
 }
 
 impl Default for Engine {
+    /// One core, on the caller's thread.
     fn default() -> Self {
-        Engine::new(EngineConfig::default(), Arc::new(SystemClock))
+        let config = EngineConfig::default();
+        Engine::with_cores(
+            config,
+            Arc::new(SystemClock),
+            Cores::inline(config.inbox_capacity, config.budget),
+        )
     }
 }
 
 impl Engine {
-    /// An engine reading processing time from `clock`.
-    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> Self {
+    /// An engine reading processing time from `clock`. With `config.cores > 1` this starts
+    /// the core threads.
+    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        cores::check_cores(config.cores)?;
+        let cores = if config.cores == 1 {
+            Cores::inline(config.inbox_capacity, config.budget)
+        } else {
+            Cores::threaded(RuntimeConfig {
+                cores: config.cores,
+                inbox_capacity: config.inbox_capacity.max(64),
+                credits: config.credits,
+                pin: config.pin,
+                budget: config.budget,
+            })?
+        };
+        Ok(Engine::with_cores(config, clock, cores))
+    }
+
+    fn with_cores(config: EngineConfig, clock: Arc<dyn Clock>, cores: Cores) -> Self {
         Engine {
             config,
             clock,
@@ -212,10 +258,20 @@ impl Engine {
             query_ids: HashMap::new(),
             tables: LookupTables::new(),
             mirrors: HashMap::new(),
-            reactor: Reactor::new(config.inbox_capacity),
+            cores,
             ticking: false,
             closed: false,
         }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// Number of cores the queries run on.
+    pub fn core_count(&self) -> usize {
+        self.cores.count()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -337,10 +393,11 @@ impl Engine {
     /// Compiles query `q` and starts it in the reactor. Returns its id and running state.
     fn start_query(&mut self, q: &QueryEntry) -> Result<(QueryId, QueryState)> {
         let schemas = self.source_schemas();
-        let compiled = compile(&q.plan, &schemas, &self.tables).map_err(|e| match e {
+        let in_query = |e| match e {
             Error::InvalidPlan(m) => Error::InvalidPlan(format!("query '{}': {m}", q.name)),
             other => other,
-        })?;
+        };
+        let compiled = compile(&q.plan, &schemas, &self.tables).map_err(in_query)?;
         // The schema each input must have: the first known schema of its union.
         let expected = q
             .branch_of
@@ -360,12 +417,28 @@ impl Engine {
             .nodes
             .iter()
             .any(|n| n.op.uses_processing_time());
-        let id = self.reactor.add_query(&q.inputs, compiled.graph);
+        let parts = partition::partition(
+            &q.plan,
+            &|s| schemas.get(s).map(|ss| ss.stream.clone()),
+            self.cores.single_core_for(self.queries.len()),
+        );
+        let mut first = Some(compiled.graph);
+        let tables = &self.tables;
+        let id = self.cores.add_query(
+            &q.inputs,
+            || match first.take() {
+                Some(g) => Ok(g),
+                None => compile(&q.plan, &schemas, tables)
+                    .map(|c| c.graph)
+                    .map_err(in_query),
+            },
+            parts,
+        )?;
         // Bring the query's lookup tables up to date.
         for t in q.plan.tables() {
             if let Some(m) = self.mirrors.get(&t) {
                 for msg in &m.log {
-                    self.reactor.replay(id, 0, msg)?;
+                    self.cores.replay(id, 0, msg)?;
                 }
             }
         }
@@ -420,7 +493,7 @@ impl Engine {
                     self.queries[q].state = state;
                     backlog
                         .iter()
-                        .try_for_each(|(input, msg)| self.reactor.replay(id, *input, msg))
+                        .try_for_each(|(input, msg)| self.cores.replay(id, *input, msg))
                 }
                 Err(e) => {
                     self.queries[q].state = QueryState::Failed(e.to_string());
@@ -448,16 +521,21 @@ impl Engine {
         }
     }
 
-    /// Sends `msg` about source `sid` to the reactor and to the waiting queries' backlogs.
-    fn send(&mut self, sid: SourceId, msg: CoreMessage) -> Result<()> {
-        if self
+    /// Sends `msg` about source `sid` to the cores and to the waiting queries' backlogs
+    /// (unless the cores refuse it under backpressure policy Drop).
+    fn send(&mut self, sid: SourceId, msg: CoreMessage) -> Result<Admission> {
+        let waiting = self
             .queries
             .iter()
-            .any(|q| matches!(q.state, QueryState::Pending { .. }) && q.inputs.contains(&sid))
-        {
+            .any(|q| matches!(q.state, QueryState::Pending { .. }) && q.inputs.contains(&sid));
+        if !waiting {
+            return self.cores.run(msg);
+        }
+        let admitted = self.cores.run(msg.clone())?;
+        if admitted == Admission::Accepted {
             self.backlog(sid, &msg);
         }
-        self.reactor.run(msg, self.config.budget)
+        Ok(admitted)
     }
 
     /// Declares a lookup table keyed on `def.on` with initial rows `rows`.
@@ -544,7 +622,7 @@ impl Engine {
                 now,
             }];
         }
-        self.reactor.run(msg, self.config.budget)
+        self.cores.run(msg).map(|_| ())
     }
 
     /// The distinct keys of `batch` (rows about to be pushed) that lookup table `name` lacks
@@ -619,10 +697,8 @@ impl Engine {
                 continue;
             }
             let now = self.clock.now_ms();
-            let src = &mut self.sources[sid as usize];
-            src.rows += p.batch.num_rows() as u64;
-            src.batches += 1;
-            self.send(
+            let rows = p.batch.num_rows() as u64;
+            let admitted = self.send(
                 sid,
                 CoreMessage::Data {
                     source: sid,
@@ -630,6 +706,13 @@ impl Engine {
                 },
             )?;
             let src = &mut self.sources[sid as usize];
+            if admitted == Admission::Dropped {
+                // Refused whole: as if never pushed, so it does not move the watermark.
+                src.dropped_rows += rows;
+                continue;
+            }
+            src.rows += rows;
+            src.batches += 1;
             // Rows beyond the future horizon are processed but do not move the watermark.
             let mut max_time = p.max_time;
             if let Some(horizon) = src.generator.horizon(now).filter(|&h| p.max_time > h) {
@@ -657,8 +740,7 @@ impl Engine {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        self.reactor
-            .run(CoreMessage::Tick { now }, self.config.budget)
+        self.cores.run(CoreMessage::Tick { now }).map(|_| ())
     }
 
     /// Marks sources idle whose idle timeout has passed (processing time). Called by `push`
@@ -700,9 +782,22 @@ impl Engine {
     }
 
     /// Closes the engine; later calls fail with [`Error::Closed`]. Results already produced
-    /// can still be taken.
-    pub fn close(&mut self) {
+    /// can still be taken. Core threads are drained and joined.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
         self.closed = true;
+        // Gather what the cores hold, so it can still be taken, then stop them.
+        let gathered = match self.queries.iter().find_map(|q| match q.state {
+            QueryState::Running { id, .. } => Some(id),
+            _ => None,
+        }) {
+            Some(id) => self.cores.metrics(id).map(|_| ()),
+            None => Ok(()),
+        };
+        let stopped = self.cores.shutdown();
+        gathered.and(stopped)
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -740,10 +835,11 @@ impl Engine {
         let Some((id, output, late)) = self.running(query)? else {
             return Ok(None);
         };
-        let (schema, batches) = match outbox {
-            Outbox::Results => (output, self.reactor.take_output(id)),
-            Outbox::Late => (late, self.reactor.take_late(id)),
+        let schema = match outbox {
+            Outbox::Results => output,
+            Outbox::Late => late,
         };
+        let batches = self.cores.take(id, outbox)?;
         let batches = batches
             .into_iter()
             .map(|b| strip_batch(b, &schema))
@@ -785,6 +881,7 @@ impl Engine {
                 name: s.config.name.clone(),
                 rows: s.rows,
                 batches: s.batches,
+                dropped_rows: s.dropped_rows,
                 watermark: s.generator.current(),
                 max_event_time: s.generator.max_event_ts(),
                 idle: s.generator.is_idle(),
@@ -794,32 +891,56 @@ impl Engine {
             .collect()
     }
 
-    /// Counters of every query.
-    pub fn query_reports(&self) -> Vec<QueryReport> {
-        self.queries
-            .iter()
-            .map(|q| {
-                let (state, metrics) = match &q.state {
-                    QueryState::Running { id, .. } => {
-                        let m = self.reactor.query_metrics(*id).unwrap_or_default();
-                        // Every input ended: the watermark is +infinity and nothing is open.
-                        let state = if m.watermark == Some(Timestamp::MAX) {
-                            "finished"
-                        } else {
-                            "running"
-                        };
-                        (state.to_string(), m)
-                    }
-                    QueryState::Pending { .. } => ("pending".to_string(), QueryMetrics::default()),
-                    QueryState::Failed(m) => (format!("failed: {m}"), QueryMetrics::default()),
-                };
-                QueryReport {
-                    name: q.name.clone(),
-                    state,
-                    metrics,
+    /// Counters of every query (with cores > 1: after the cores finished what was pushed).
+    pub fn query_reports(&mut self) -> Result<Vec<QueryReport>> {
+        let mut reports = Vec::with_capacity(self.queries.len());
+        for q in &self.queries {
+            let (state, metrics) = match &q.state {
+                QueryState::Running { id, .. } => {
+                    let m = self.cores.metrics(*id)?;
+                    // Every input ended: the watermark is +infinity and nothing is open.
+                    let state = if m.watermark == Some(Timestamp::MAX) {
+                        "finished"
+                    } else {
+                        "running"
+                    };
+                    (state.to_string(), m)
                 }
-            })
-            .collect()
+                QueryState::Pending { .. } => ("pending".to_string(), QueryMetrics::default()),
+                QueryState::Failed(m) => (format!("failed: {m}"), QueryMetrics::default()),
+            };
+            reports.push(QueryReport {
+                name: q.name.clone(),
+                state,
+                metrics,
+            });
+        }
+        Ok(reports)
+    }
+
+    /// Counters of each core (empty with one core: it runs on the caller's thread).
+    pub fn core_metrics(&self) -> Vec<CoreMetrics> {
+        self.cores.core_metrics()
+    }
+
+    /// Backpressure counters (`None` with one core: pushes run synchronously).
+    pub fn credit_metrics(&self) -> Option<CreditMetrics> {
+        self.cores.credit_metrics()
+    }
+
+    /// How each input of a running query is spread over the cores (`None` with one core or
+    /// while the query waits for a schema).
+    pub fn partitioning(&self, query: &str) -> Result<Option<Vec<Partitioning>>> {
+        Ok(self
+            .running(query)?
+            .and_then(|(id, _, _)| self.cores.partitioning(id).map(<[_]>::to_vec)))
+    }
+
+    /// Makes core `core` sleep for `ms` milliseconds before its next command. For tests of
+    /// backpressure; does nothing with one core.
+    #[doc(hidden)]
+    pub fn stall_core(&mut self, core: usize, ms: u64) -> Result<()> {
+        self.cores.stall(core, std::time::Duration::from_millis(ms))
     }
 }
 

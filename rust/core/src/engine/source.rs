@@ -56,6 +56,8 @@ pub(crate) struct Source {
     pub ended: bool,
     pub rows: u64,
     pub batches: u64,
+    /// Rows refused by backpressure policy "drop".
+    pub dropped_rows: u64,
 }
 
 impl Source {
@@ -82,6 +84,7 @@ impl Source {
             ended: false,
             rows: 0,
             batches: 0,
+            dropped_rows: 0,
         };
         if let Some(schema) = source.config.schema.clone() {
             source.bound = Some(source.bind(&schema)?);

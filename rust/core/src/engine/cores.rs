@@ -1,0 +1,407 @@
+//! Where the engine's queries run: inline on the caller's thread (`cores = 1`), or on the
+//! [`ThreadPerCoreRuntime`] (`cores > 1`). The engine talks to both through [`Cores`], so the
+//! rest of the engine (validation, watermark generation, tables, backlogs) is the same for
+//! both; the property tests compare their results.
+//!
+//! Threaded mode routes each source batch once per distinct [`Partitioning`] of the queries
+//! reading the source, sends one `Deliver` per query and core that receives rows (each holding
+//! a credit), and broadcasts every other message to all cores in the order the engine sends
+//! them. Results stay on the cores until the engine needs them: [`Cores::take`] and
+//! [`Cores::metrics`] sync first when anything was sent since the last sync, so a caller
+//! sees every effect of the pushes before it, exactly as with one core. An error of a core
+//! (an operator failing on a batch) comes back with the next sync.
+
+use arrow_array::RecordBatch;
+
+use super::partition::Partitioning;
+use super::Outbox;
+use crate::error::{Error, Result};
+use crate::reactor::{Budget, CoreMessage, QueryGraph, QueryId, QueryMetrics, Reactor, SourceId};
+use crate::runtime::{CoreCommand, CoreMetrics, KeyRouter, RuntimeConfig, ThreadPerCoreRuntime};
+use crate::sync::credit::CreditMetrics;
+
+/// A route of a source's data: a query input and how its rows are spread.
+struct Route {
+    query: QueryId,
+    input: usize,
+    part: Partitioning,
+}
+
+/// The threaded side.
+pub(super) struct Threaded {
+    rt: ThreadPerCoreRuntime,
+    router: KeyRouter,
+    /// Per source.
+    routes: Vec<Vec<Route>>,
+    /// Per query: the partitioning of each input.
+    parts: Vec<Vec<Partitioning>>,
+    /// Per query: results and late rows gathered from the cores, not yet taken.
+    gathered: Vec<(Vec<RecordBatch>, Vec<RecordBatch>)>,
+    /// Per query: counters at the last sync, summed over cores.
+    metrics: Vec<QueryMetrics>,
+    /// Something was sent since the last sync.
+    dirty: bool,
+}
+
+/// Inline reactor or thread-per-core runtime. See the module docs.
+pub(super) enum Cores {
+    Inline(Reactor, Budget),
+    Threaded(Box<Threaded>),
+}
+
+/// Whether a routed batch was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    Accepted,
+    /// Refused by backpressure policy Drop: nothing was sent.
+    Dropped,
+}
+
+impl Cores {
+    /// One inline reactor.
+    pub fn inline(capacity: usize, budget: Budget) -> Self {
+        Cores::Inline(Reactor::new(capacity), budget)
+    }
+
+    /// The threaded runtime.
+    pub fn threaded(config: RuntimeConfig) -> Result<Self> {
+        let rt = ThreadPerCoreRuntime::start(config)?;
+        Ok(Cores::Threaded(Box::new(Threaded {
+            router: KeyRouter::new(rt.cores()),
+            rt,
+            routes: Vec::new(),
+            parts: Vec::new(),
+            gathered: Vec::new(),
+            metrics: Vec::new(),
+            dirty: false,
+        })))
+    }
+
+    /// Number of cores.
+    pub fn count(&self) -> usize {
+        match self {
+            Cores::Inline(..) => 1,
+            Cores::Threaded(t) => t.rt.cores(),
+        }
+    }
+
+    /// The core a query that cannot be split runs on.
+    pub fn single_core_for(&self, query: usize) -> usize {
+        query % self.count()
+    }
+
+    /// Starts a query: `graph()` compiles one graph per core.
+    pub fn add_query(
+        &mut self,
+        inputs: &[SourceId],
+        mut graph: impl FnMut() -> Result<QueryGraph>,
+        parts: Vec<Partitioning>,
+    ) -> Result<QueryId> {
+        match self {
+            Cores::Inline(r, _) => Ok(r.add_query(inputs, graph()?)),
+            Cores::Threaded(t) => {
+                let graphs = (0..t.rt.cores())
+                    .map(|_| graph())
+                    .collect::<Result<Vec<_>>>()?;
+                let id = t.parts.len() as QueryId;
+                for (core, g) in graphs.into_iter().enumerate() {
+                    t.rt.send(
+                        core,
+                        CoreCommand::AddQuery {
+                            inputs: inputs.to_vec(),
+                            graph: g,
+                        },
+                    )?;
+                }
+                for (input, (&s, p)) in inputs.iter().zip(&parts).enumerate() {
+                    let s = s as usize;
+                    if t.routes.len() <= s {
+                        t.routes.resize_with(s + 1, Vec::new);
+                    }
+                    t.routes[s].push(Route {
+                        query: id,
+                        input,
+                        part: p.clone(),
+                    });
+                }
+                t.parts.push(parts);
+                t.gathered.push(Default::default());
+                t.metrics.push(QueryMetrics::default());
+                t.dirty = true;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Hands `msg` (about input `input` of query `query`) to that query only: backlog and
+    /// table replays. Data is routed like live data but takes no credit.
+    pub fn replay(&mut self, query: QueryId, input: usize, msg: &CoreMessage) -> Result<()> {
+        match self {
+            Cores::Inline(r, _) => r.replay(query, input, msg),
+            Cores::Threaded(t) => {
+                t.dirty = true;
+                if let CoreMessage::Data { source, batch } = msg {
+                    let part = t
+                        .parts
+                        .get(query as usize)
+                        .and_then(|p| p.get(input))
+                        .cloned()
+                        .unwrap_or(Partitioning::Single(0));
+                    let pieces = t.split(&part, batch)?;
+                    for (core, piece) in pieces.into_iter().enumerate() {
+                        if let Some(batch) = piece {
+                            let msg = CoreMessage::Data {
+                                source: *source,
+                                batch,
+                            };
+                            t.rt.send(
+                                core,
+                                CoreCommand::Deliver {
+                                    query,
+                                    input,
+                                    msg,
+                                    credit: false,
+                                },
+                            )?;
+                        }
+                    }
+                    return Ok(());
+                }
+                t.rt.broadcast(|| CoreCommand::Deliver {
+                    query,
+                    input,
+                    msg: msg.clone(),
+                    credit: false,
+                })
+            }
+        }
+    }
+
+    /// Sends a message: data is routed to the queries reading its source (subject to
+    /// backpressure), anything else goes to every core.
+    pub fn run(&mut self, msg: CoreMessage) -> Result<Admission> {
+        match self {
+            Cores::Inline(r, budget) => {
+                r.run(msg, *budget)?;
+                Ok(Admission::Accepted)
+            }
+            Cores::Threaded(t) => {
+                t.dirty = true;
+                match msg {
+                    CoreMessage::Data { source, batch } => t.route(source, &batch),
+                    other => {
+                        t.rt.broadcast(|| CoreCommand::Broadcast(other.clone()))?;
+                        Ok(Admission::Accepted)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves one outbox of a query out.
+    pub fn take(&mut self, query: QueryId, outbox: Outbox) -> Result<Vec<RecordBatch>> {
+        match self {
+            Cores::Inline(r, _) => Ok(match outbox {
+                Outbox::Results => r.take_output(query),
+                Outbox::Late => r.take_late(query),
+            }),
+            Cores::Threaded(t) => {
+                t.sync()?;
+                let Some(g) = t.gathered.get_mut(query as usize) else {
+                    return Ok(Vec::new());
+                };
+                Ok(std::mem::take(match outbox {
+                    Outbox::Results => &mut g.0,
+                    Outbox::Late => &mut g.1,
+                }))
+            }
+        }
+    }
+
+    /// Counters of a query (summed over cores).
+    pub fn metrics(&mut self, query: QueryId) -> Result<QueryMetrics> {
+        match self {
+            Cores::Inline(r, _) => Ok(r.query_metrics(query).unwrap_or_default()),
+            Cores::Threaded(t) => {
+                t.sync()?;
+                Ok(t.metrics.get(query as usize).cloned().unwrap_or_default())
+            }
+        }
+    }
+
+    /// Per-core counters (empty inline).
+    pub fn core_metrics(&self) -> Vec<CoreMetrics> {
+        match self {
+            Cores::Inline(..) => Vec::new(),
+            Cores::Threaded(t) => t.rt.core_metrics(),
+        }
+    }
+
+    /// Credit counters (`None` inline: pushes run synchronously, nothing queues).
+    pub fn credit_metrics(&self) -> Option<CreditMetrics> {
+        match self {
+            Cores::Inline(..) => None,
+            Cores::Threaded(t) => Some(t.rt.credit_metrics()),
+        }
+    }
+
+    /// How each input of a query is spread over the cores (`None` inline).
+    pub fn partitioning(&self, query: QueryId) -> Option<&[Partitioning]> {
+        match self {
+            Cores::Inline(..) => None,
+            Cores::Threaded(t) => t.parts.get(query as usize).map(Vec::as_slice),
+        }
+    }
+
+    /// Makes a core sleep (tests of backpressure).
+    pub fn stall(&mut self, core: usize, d: std::time::Duration) -> Result<()> {
+        match self {
+            Cores::Inline(..) => Ok(()),
+            Cores::Threaded(t) => t.rt.stall(core, d),
+        }
+    }
+
+    /// Drains and stops the cores.
+    pub fn shutdown(&mut self) -> Result<()> {
+        match self {
+            Cores::Inline(..) => Ok(()),
+            Cores::Threaded(t) => t.rt.shutdown(),
+        }
+    }
+}
+
+impl Threaded {
+    fn split(
+        &mut self,
+        part: &Partitioning,
+        batch: &RecordBatch,
+    ) -> Result<Vec<Option<RecordBatch>>> {
+        Ok(match part {
+            Partitioning::Even => self.router.split_even(batch),
+            Partitioning::Keys(cols) => self.router.split(batch, cols)?,
+            Partitioning::Single(c) => {
+                let mut out = vec![None; self.rt.cores()];
+                if let Some(slot) = out.get_mut(*c) {
+                    *slot = Some(batch.clone());
+                }
+                out
+            }
+        })
+    }
+
+    /// Routes one batch of `source` to every query reading it: one split per distinct
+    /// partitioning, one credit per (query, core) that receives rows.
+    fn route(&mut self, source: SourceId, batch: &RecordBatch) -> Result<Admission> {
+        let routes = std::mem::take(
+            self.routes
+                .get_mut(source as usize)
+                .unwrap_or(&mut Vec::new()),
+        );
+        let mut sends: Vec<(usize, CoreCommand)> = Vec::new();
+        let mut splits: Vec<(Partitioning, Vec<Option<RecordBatch>>)> = Vec::new();
+        let mut result = Ok(());
+        for r in &routes {
+            let pieces = match splits.iter().position(|(p, _)| *p == r.part) {
+                Some(i) => i,
+                None => match self.split(&r.part, batch) {
+                    Ok(s) => {
+                        splits.push((r.part.clone(), s));
+                        splits.len() - 1
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+            };
+            for (core, piece) in splits[pieces].1.iter().enumerate() {
+                if let Some(b) = piece {
+                    sends.push((
+                        core,
+                        CoreCommand::Deliver {
+                            query: r.query,
+                            input: r.input,
+                            msg: CoreMessage::Data {
+                                source,
+                                batch: b.clone(),
+                            },
+                            credit: true,
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(slot) = self.routes.get_mut(source as usize) {
+            *slot = routes;
+        }
+        result?;
+        if sends.is_empty() {
+            return Ok(Admission::Accepted);
+        }
+        Ok(if self.rt.send_routed(sends)? {
+            Admission::Accepted
+        } else {
+            Admission::Dropped
+        })
+    }
+
+    /// Collects every core's new results and counters if anything was sent since the last
+    /// sync; the first core error is returned (results gathered before it are kept).
+    fn sync(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let reports = self.rt.sync()?;
+        self.dirty = false;
+        for m in &mut self.metrics {
+            *m = QueryMetrics::default();
+        }
+        let mut error = None;
+        for r in reports {
+            for (q, out) in r.queries.into_iter().enumerate() {
+                if let Some(g) = self.gathered.get_mut(q) {
+                    g.0.extend(out.output);
+                    g.1.extend(out.late);
+                }
+                if let Some(m) = self.metrics.get_mut(q) {
+                    merge_metrics(m, &out.metrics, r.core == 0);
+                }
+            }
+            if error.is_none() {
+                error = r.error;
+            }
+        }
+        error.map_or(Ok(()), Err)
+    }
+}
+
+/// Adds one core's counters of a query to the total. Every core sees the same watermarks,
+/// so the watermark is taken as the minimum (a core that lags shows).
+fn merge_metrics(total: &mut QueryMetrics, core: &QueryMetrics, first: bool) {
+    total.rows_in += core.rows_in;
+    total.rows_out += core.rows_out;
+    total.timers += core.timers;
+    total.operators.add(&core.operators);
+    total.watermark = if first {
+        core.watermark
+    } else {
+        match (total.watermark, core.watermark) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        }
+    };
+}
+
+impl Drop for Cores {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// An error for a core count the engine cannot run.
+pub(super) fn check_cores(cores: usize) -> Result<()> {
+    if cores == 0 {
+        return Err(Error::InvalidPlan("cores must be at least 1".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! `KeyRouter`: splits a batch into one sub-batch per core by the hash of its key columns.
+//!
+//! Hashing is vectorised and typed: one pass per key column over the column's values buffer,
+//! chosen once per column by its Arrow type (integers, dates and timestamps as their i64
+//! value, floats by normalised bits, booleans, strings and binaries by their bytes,
+//! dictionaries through their values; anything else through the arrow-row encoding). Rows
+//! with a null key hash to one fixed value. Column hashes are combined per row, and a row goes
+//! to core `(hash * cores) >> 64`. The scratch buffers are reused, so splitting allocates only
+//! the sub-batches.
+//!
+//! The hash depends only on the key values and their type, never on the batch, the process
+//! or the thread, so equal keys always reach the same core: that is what keeps a group's
+//! window state, or a join key's rows from both sides, on one core. The router never looks at
+//! rows beyond their key columns.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, RecordBatch, UInt32Array};
+use arrow_schema::DataType;
+
+use crate::error::Result;
+
+const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The murmur3 64-bit finaliser: a strong, cheap mix of one word.
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+#[inline]
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = 0x27d4_eb2f_1656_67c5u64 ^ (b.len() as u64);
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ mix(u64::from_le_bytes(w))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ mix(u64::from_le_bytes(w))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    mix(h)
+}
+
+/// Folds `col_hash(i)` into `out[i]` (first column: `first`, so the buffer needs no reset).
+#[inline(always)]
+fn fold(out: &mut [u64], first: bool, col_hash: impl Fn(usize) -> u64) {
+    if first {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = col_hash(i);
+        }
+    } else {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = mix(o.rotate_left(5) ^ col_hash(i));
+        }
+    }
+}
+
+fn hash_primitive<T>(col: &dyn Array, out: &mut [u64], first: bool)
+where
+    T: ArrowPrimitiveType,
+    T::Native: num_like::AsI64,
+{
+    let values = col.as_primitive::<T>().values();
+    fold(out, first, |i| {
+        mix(num_like::AsI64::as_i64(values[i]) as u64)
+    });
+}
+
+mod num_like {
+    /// The integer value of a native type, for hashing (equal values, equal results).
+    pub trait AsI64: Copy {
+        fn as_i64(self) -> i64;
+    }
+    macro_rules! as_i64 {
+        ($($t:ty),*) => {$(impl AsI64 for $t { #[inline(always)] fn as_i64(self) -> i64 { self as i64 } })*};
+    }
+    as_i64!(i8, i16, i32, i64, u8, u16, u32, u64);
+}
+
+fn hash_float<T>(col: &dyn Array, out: &mut [u64], first: bool, bits: impl Fn(T::Native) -> u64)
+where
+    T: ArrowPrimitiveType,
+{
+    let values = col.as_primitive::<T>().values();
+    fold(out, first, |i| mix(bits(values[i])));
+}
+
+fn f64_bits(v: f64) -> u64 {
+    if v == 0.0 {
+        0 // -0.0 == 0.0
+    } else if v.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        v.to_bits()
+    }
+}
+
+/// Hashes one column into `out` (combined with what is there unless `first`).
+fn hash_column(col: &ArrayRef, out: &mut [u64], first: bool) -> Result<()> {
+    match col.data_type() {
+        DataType::Int8 => hash_primitive::<Int8Type>(col, out, first),
+        DataType::Int16 => hash_primitive::<Int16Type>(col, out, first),
+        DataType::Int32 => hash_primitive::<Int32Type>(col, out, first),
+        DataType::Int64 => hash_primitive::<Int64Type>(col, out, first),
+        DataType::UInt8 => hash_primitive::<UInt8Type>(col, out, first),
+        DataType::UInt16 => hash_primitive::<UInt16Type>(col, out, first),
+        DataType::UInt32 => hash_primitive::<UInt32Type>(col, out, first),
+        DataType::UInt64 => hash_primitive::<UInt64Type>(col, out, first),
+        DataType::Date32 => hash_primitive::<Date32Type>(col, out, first),
+        DataType::Date64 => hash_primitive::<Date64Type>(col, out, first),
+        DataType::Timestamp(unit, _) => {
+            use arrow_schema::TimeUnit::*;
+            match unit {
+                Second => hash_primitive::<TimestampSecondType>(col, out, first),
+                Millisecond => hash_primitive::<TimestampMillisecondType>(col, out, first),
+                Microsecond => hash_primitive::<TimestampMicrosecondType>(col, out, first),
+                Nanosecond => hash_primitive::<TimestampNanosecondType>(col, out, first),
+            }
+        }
+        DataType::Float32 => hash_float::<Float32Type>(col, out, first, |v| f64_bits(f64::from(v))),
+        DataType::Float64 => hash_float::<Float64Type>(col, out, first, f64_bits),
+        DataType::Boolean => {
+            let b = col.as_boolean();
+            fold(out, first, |i| mix(u64::from(b.value(i))));
+        }
+        DataType::Utf8 => {
+            let a = col.as_string::<i32>();
+            fold(out, first, |i| hash_bytes(a.value(i).as_bytes()));
+        }
+        DataType::LargeUtf8 => {
+            let a = col.as_string::<i64>();
+            fold(out, first, |i| hash_bytes(a.value(i).as_bytes()));
+        }
+        DataType::Utf8View => {
+            let a = col.as_string_view();
+            fold(out, first, |i| hash_bytes(a.value(i).as_bytes()));
+        }
+        DataType::Binary => {
+            let a = col.as_binary::<i32>();
+            fold(out, first, |i| hash_bytes(a.value(i)));
+        }
+        DataType::LargeBinary => {
+            let a = col.as_binary::<i64>();
+            fold(out, first, |i| hash_bytes(a.value(i)));
+        }
+        DataType::Dictionary(_, _) => {
+            // Hash each dictionary value once, then gather by key.
+            let values = arrow_cast::cast(col, &dictionary_value_type(col.data_type()))?;
+            let mut h = vec![0u64; values.len()];
+            hash_column(&values, &mut h, true)?;
+            fold(out, first, |i| h[i]);
+        }
+        _ => {
+            let conv = arrow_row::RowConverter::new(vec![arrow_row::SortField::new(
+                col.data_type().clone(),
+            )])?;
+            let rows = conv.convert_columns(std::slice::from_ref(col))?;
+            fold(out, first, |i| hash_bytes(rows.row(i).as_ref()));
+        }
+    }
+    if col.null_count() > 0 {
+        if let Some(nulls) = col.logical_nulls() {
+            for (o, valid) in out.iter_mut().zip(nulls.iter()) {
+                if !valid {
+                    *o = if first {
+                        NULL_HASH
+                    } else {
+                        mix(o.rotate_left(5) ^ NULL_HASH)
+                    };
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dictionary_value_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, v) => v.as_ref().clone(),
+        other => other.clone(),
+    }
+}
+
+/// Splits batches by key hash. Holds reusable scratch buffers; one per producer.
+#[derive(Debug)]
+pub struct KeyRouter {
+    cores: usize,
+    hashes: Vec<u64>,
+    indices: Vec<Vec<u32>>,
+    /// Where [`split_even`](Self::split_even) starts next, so keyless load rotates.
+    next: usize,
+}
+
+impl KeyRouter {
+    /// A router over `cores` cores (at least 1).
+    pub fn new(cores: usize) -> Self {
+        let cores = cores.max(1);
+        KeyRouter {
+            cores,
+            hashes: Vec::new(),
+            indices: vec![Vec::new(); cores],
+            next: 0,
+        }
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// The core of each row of `batch` by the hash of columns `keys` (empty `keys`: core 0).
+    pub fn assign(&mut self, batch: &RecordBatch, keys: &[usize]) -> Result<&[u64]> {
+        let n = batch.num_rows();
+        self.hashes.clear();
+        self.hashes.resize(n, 0);
+        for (i, &k) in keys.iter().enumerate() {
+            hash_column(batch.column(k), &mut self.hashes, i == 0)?;
+        }
+        let cores = self.cores as u128;
+        for h in self.hashes.iter_mut() {
+            *h = ((u128::from(*h) * cores) >> 64) as u64;
+        }
+        Ok(&self.hashes)
+    }
+
+    /// Splits `batch` by the hash of columns `keys`: entry `c` holds the rows of core `c`
+    /// (in their original order), or `None` when it has none. A batch whose rows all belong
+    /// to one core is passed on whole, without a copy.
+    pub fn split(
+        &mut self,
+        batch: &RecordBatch,
+        keys: &[usize],
+    ) -> Result<Vec<Option<RecordBatch>>> {
+        let mut out = vec![None; self.cores];
+        if batch.num_rows() == 0 {
+            return Ok(out);
+        }
+        self.assign(batch, keys)?;
+        for v in &mut self.indices {
+            v.clear();
+        }
+        for (row, &core) in self.hashes.iter().enumerate() {
+            self.indices[core as usize].push(row as u32);
+        }
+        for (c, idx) in self.indices.iter().enumerate() {
+            if idx.len() == batch.num_rows() {
+                out[c] = Some(batch.clone());
+            } else if !idx.is_empty() {
+                let idx = UInt32Array::from(idx.clone());
+                out[c] = Some(arrow_select::take::take_record_batch(batch, &idx)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits `batch` into contiguous, zero-copy slices of nearly equal size, for steps that
+    /// hold no per-key state. Successive calls start on successive cores, so small batches
+    /// spread too.
+    pub fn split_even(&mut self, batch: &RecordBatch) -> Vec<Option<RecordBatch>> {
+        let mut out = vec![None; self.cores];
+        let n = batch.num_rows();
+        let parts = self.cores.min(n.max(1));
+        let mut start = 0;
+        for p in 0..parts {
+            let len = n / parts + usize::from(p < n % parts);
+            if len > 0 {
+                out[(self.next + p) % self.cores] = Some(batch.slice(start, len));
+            }
+            start += len;
+        }
+        self.next = (self.next + 1) % self.cores;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{DictionaryArray, Float64Array, Int32Array, Int64Array, StringArray};
+    use arrow_schema::{Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            cols.into_iter().map(|(_, a)| a).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn equal_keys_go_to_one_core_and_every_row_once() {
+        let keys: Vec<i64> = (0..10_000).map(|i| i % 97).collect();
+        let vals: Vec<i64> = (0..10_000).collect();
+        let b = batch(vec![
+            ("k", Arc::new(Int64Array::from(keys)) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(vals)) as ArrayRef),
+        ]);
+        let mut r = KeyRouter::new(3);
+        let parts = r.split(&b, &[0]).unwrap();
+        let mut owner = std::collections::HashMap::new();
+        let mut seen = Vec::new();
+        for (c, p) in parts.iter().enumerate() {
+            let p = p.as_ref().expect("97 keys over 3 cores reach all of them");
+            let k = p.column(0).as_primitive::<Int64Type>();
+            let v = p.column(1).as_primitive::<Int64Type>();
+            for i in 0..p.num_rows() {
+                assert_eq!(*owner.entry(k.value(i)).or_insert(c), c);
+                seen.push(v.value(i));
+            }
+            assert!(v.values().windows(2).all(|w| w[0] < w[1]), "order kept");
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_hash_depends_on_the_value_not_its_width_or_encoding() {
+        let mut r = KeyRouter::new(4);
+        let a = batch(vec![(
+            "k",
+            Arc::new(Int32Array::from(vec![1, 2, 3, 400])) as ArrayRef,
+        )]);
+        let b = batch(vec![(
+            "k",
+            Arc::new(Int64Array::from(vec![1, 2, 3, 400])) as ArrayRef,
+        )]);
+        let ha = r.assign(&a, &[0]).unwrap().to_vec();
+        assert_eq!(ha, r.assign(&b, &[0]).unwrap());
+        let s = batch(vec![(
+            "k",
+            Arc::new(StringArray::from(vec!["x", "yy", "x", "z"])) as ArrayRef,
+        )]);
+        let d: DictionaryArray<Int32Type> = vec!["x", "yy", "x", "z"].into_iter().collect();
+        let d = batch(vec![("k", Arc::new(d) as ArrayRef)]);
+        let hs = r.assign(&s, &[0]).unwrap().to_vec();
+        assert_eq!(hs[0], hs[2]);
+        assert_eq!(hs, r.assign(&d, &[0]).unwrap());
+        let f = batch(vec![(
+            "k",
+            Arc::new(Float64Array::from(vec![0.0, -0.0])) as ArrayRef,
+        )]);
+        let hf = r.assign(&f, &[0]).unwrap();
+        assert_eq!(hf[0], hf[1]);
+    }
+
+    #[test]
+    fn nulls_and_compound_keys() {
+        let mut r = KeyRouter::new(8);
+        let b = batch(vec![
+            (
+                "a",
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(1), None])) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(StringArray::from(vec!["p", "q", "p", "q"])) as ArrayRef,
+            ),
+        ]);
+        let h = r.assign(&b, &[0, 1]).unwrap().to_vec();
+        assert_eq!(h[0], h[2]);
+        assert_eq!(h[1], h[3]);
+        let parts = r.split(&b, &[0, 1]).unwrap();
+        assert_eq!(
+            parts.iter().flatten().map(|p| p.num_rows()).sum::<usize>(),
+            4
+        );
+    }
+
+    #[test]
+    fn even_split_is_contiguous_and_rotates() {
+        let b = batch(vec![(
+            "k",
+            Arc::new(Int64Array::from((0..7).collect::<Vec<_>>())) as ArrayRef,
+        )]);
+        let mut r = KeyRouter::new(2);
+        let p = r.split_even(&b);
+        assert_eq!(p[0].as_ref().unwrap().num_rows(), 4);
+        assert_eq!(p[1].as_ref().unwrap().num_rows(), 3);
+        let one = b.slice(0, 1);
+        let p1 = r.split_even(&one);
+        assert!(
+            p1[1].is_some() && p1[0].is_none(),
+            "second call starts on core 1"
+        );
+    }
+}
