@@ -165,10 +165,11 @@ class Run:
 
 
 def run_window(sc: WindowScenario, agg_names: Sequence[str], *, emit=None, late: str = "side",
-               batches: Optional[list] = None, pause: Optional[Callable[[], float]] = None) -> Run:
-    """Runs the scenario's windowed query on a fresh engine, pushing each batch (polling the
-    result after each push), then flushes."""
-    eng = lm.Engine()
+               batches: Optional[list] = None, pause: Optional[Callable[[], float]] = None,
+               cores: int = 1) -> Run:
+    """Runs the scenario's windowed query on a fresh engine of ``cores`` cores, pushing each
+    batch (polling the result after each push), then flushes."""
+    eng = lm.Engine(cores=cores)
     src = eng.source("s", time="ts", watermark=lm.bounded_delay(sc.delay), schema=sc.schema)
     w = src.window(sc.window(), allowed_lateness=sc.lateness, late=late)
     q = (w.group_by(*sc.keys) if sc.keys else w).agg(**lm_aggs(agg_names))
@@ -325,10 +326,10 @@ def join_scenario(draw, hows: Sequence[str] = JOIN_TYPES, *, nothing_late: bool 
 
 
 def run_join(sc: JoinScenario, *, late: str = "side", left_batches=None, right_batches=None,
-             order=None, pause: Optional[Callable[[], float]] = None) -> Run:
-    """Runs the scenario's join on a fresh engine: pushes the batches of both sides in the
-    given interleaving, flushes, returns the rows, late rows and metrics."""
-    eng = lm.Engine()
+             order=None, pause: Optional[Callable[[], float]] = None, cores: int = 1) -> Run:
+    """Runs the scenario's join on a fresh engine of ``cores`` cores: pushes the batches of both
+    sides in the given interleaving, flushes, returns the rows, late rows and metrics."""
+    eng = lm.Engine(cores=cores)
     left = eng.source("l", time="ts", watermark=lm.bounded_delay(sc.left_delay), schema=sc.left_schema)
     right = eng.source("r", time="ts", watermark=lm.bounded_delay(sc.right_delay), schema=sc.right_schema)
     on = sc.on[0] if len(sc.on) == 1 else list(sc.on)
