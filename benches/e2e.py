@@ -5,6 +5,11 @@ windows).
     python benches/e2e.py                  # workloads A, B and D, full size, best of 3
     python benches/e2e.py --workloads A --events 2000000 --repeat 1
     python benches/e2e.py --workloads B,D --orders 200000 --events 1000000
+    python benches/e2e.py --workloads A --cores 1,2     # thread-per-core scaling
+
+With ``--cores 1,2`` every chosen workload runs once per core count (cores=1 runs on the
+pushing thread, cores>1 on the thread-per-core runtime), and the scaling ratio against
+cores=1 is printed with each core's share of the rows it processed.
 
 Data comes from the project's one seeded generator (laminar.datagen, numpy seed 42) and is
 built before the clock starts. Reported per workload: events/s from the first push through
@@ -47,8 +52,10 @@ def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
     eng.flush()
     elapsed = time.perf_counter() - start
     result = out.to_arrow()
-    q = eng.metrics()["queries"][out.name]
+    m = eng.metrics()
+    q = m["queries"][out.name]
     return result, {
+        "core_rows": [c["rows"] for c in m.get("cores", [])],
         "seconds": elapsed,
         "events_per_s": events / elapsed,
         "rows": result.num_rows,
@@ -57,10 +64,11 @@ def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
     }
 
 
-def run_trades(batches, n: int, window, workload: str, *, windows_per_event: int = 1, **aggs) -> tuple:
+def run_trades(batches, n: int, window, workload: str, *, cores: int, windows_per_event: int = 1,
+               **aggs) -> tuple:
     """A windowed count (``n``, plus ``aggs``) by key over workload A's trades; checks that the
     counts add up to ``windows_per_event`` times the events (so none was late or lost)."""
-    eng = lm.Engine()
+    eng = lm.Engine(cores=cores)
     src = eng.source("trades", time="ts", watermark=lm.bounded_delay("200ms"))
     out = src.window(window).group_by("key").agg(n=lm.count(), **aggs).collect()
     result, figures = timed(eng, out, ((src, b) for b in batches), n)
@@ -68,15 +76,15 @@ def run_trades(batches, n: int, window, workload: str, *, windows_per_event: int
     return result, figures
 
 
-def run_a(batches, n: int) -> dict:
+def run_a(batches, n: int, cores: int) -> dict:
     """A: 1 s tumbling windows per key, count and sum of value."""
-    result, figures = run_trades(batches, n, lm.tumbling("1s"), "A", total=lm.sum("value"))
+    result, figures = run_trades(batches, n, lm.tumbling("1s"), "A", cores=cores, total=lm.sum("value"))
     return figures | {"checksum": round(pc.sum(result["total"]).as_py(), 3)}
 
 
-def run_b(batches, n_orders: int) -> dict:
+def run_b(batches, n_orders: int, cores: int) -> dict:
     """B: inner interval join of orders and payments, payment.ts in [order.ts, order.ts + 10 s]."""
-    eng = lm.Engine()
+    eng = lm.Engine(cores=cores)
     orders = eng.source("orders", time="ts", watermark=lm.bounded_delay("200ms"))
     payments = eng.source("payments", time="ts", watermark=lm.bounded_delay("200ms"))
     out = orders.join(payments, on="order_id", within=("0s", "10s"), how="inner").collect()
@@ -87,31 +95,41 @@ def run_b(batches, n_orders: int) -> dict:
     return figures | {"checksum": round(pc.sum(result["amount"]).as_py(), 2)}
 
 
-def run_d_sliding(batches, n: int) -> dict:
+def run_d_sliding(batches, n: int, cores: int) -> dict:
     """D (sliding): 10 s windows every 1 s per key, count, sum and max of value."""
     # every event is in exactly 10 windows
     result, figures = run_trades(batches, n, lm.sliding("10s", every="1s"), "D (sliding)",
-                                 windows_per_event=10, total=lm.sum("value"), hi=lm.max("value"))
+                                 cores=cores, windows_per_event=10, total=lm.sum("value"), hi=lm.max("value"))
     return figures | {"checksum": round(pc.sum(result["total"]).as_py() + pc.sum(result["hi"]).as_py(), 3)}
 
 
-def run_d_session(batches, n: int) -> dict:
+def run_d_session(batches, n: int, cores: int) -> dict:
     """D (session): sessions with a 300 ms gap per key, count."""
-    result, figures = run_trades(batches, n, lm.session("300ms"), "D (session)")
+    result, figures = run_trades(batches, n, lm.session("300ms"), "D (session)", cores=cores)
     # sessions and their spans: independent of batching, sensitive to any merge error
     span = pc.sum(pc.subtract(result["window_end"], result["window_start"])).as_py()
     return figures | {"checksum": int(span)}
 
 
-def bench(title: str, run, repeat: int, state: str = "peak_groups") -> None:
-    """Runs ``run`` ``repeat`` times, prints every run, then the best one's figures."""
-    runs = [run() for _ in range(repeat)]
-    for i, r in enumerate(runs):
-        print(f"  run {i + 1}: {r['seconds']:.3f} s  {r['events_per_s'] / 1e6:.2f} M events/s")
-    best = min(runs, key=lambda r: r["seconds"])
-    print(f"{title}, wm 200ms, cores=1: {best['events_per_s'] / 1e6:.2f} M events/s (best of {repeat}), "
-          f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
-          f"{state}={best[state]:,} peak_rss={rss_mib():.0f} MiB")
+def bench(title: str, run, repeat: int, cores: list, state: str = "peak_groups") -> None:
+    """Runs ``run(c)`` ``repeat`` times per core count ``c``, prints every run, then the best
+    one's figures, the scaling ratio against cores=1 and each core's share of the rows."""
+    best_by_cores = {}
+    for c in cores:
+        runs = [run(c) for _ in range(repeat)]
+        for i, r in enumerate(runs):
+            print(f"  cores={c} run {i + 1}: {r['seconds']:.3f} s  {r['events_per_s'] / 1e6:.2f} M events/s")
+        best = best_by_cores[c] = min(runs, key=lambda r: r["seconds"])
+        share = ""
+        if best["core_rows"]:
+            total = sum(best["core_rows"])
+            share = " core shares=" + "/".join(f"{100 * r / total:.0f}%" for r in best["core_rows"])
+        scaling = ""
+        if c != 1 and 1 in best_by_cores:
+            scaling = f" scaling x{best['events_per_s'] / best_by_cores[1]['events_per_s']:.2f} vs cores=1"
+        print(f"{title}, wm 200ms, cores={c}: {best['events_per_s'] / 1e6:.2f} M events/s (best of {repeat}), "
+              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
+              f"{state}={best[state]:,} peak_rss={rss_mib():.0f} MiB{scaling}{share}")
 
 
 def main() -> int:
@@ -121,7 +139,14 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
     p.add_argument("--workloads", default="A,B,D", help="comma-separated subset of A,B,D (default: all)")
     p.add_argument("--orders", type=int, default=1_000_000, help="orders (and as many payments) for B")
+    p.add_argument("--cores", default="1", help="comma-separated core counts to run each workload with, e.g. 1,2")
     args = p.parse_args()
+    try:
+        cores = [int(c) for c in args.cores.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--cores takes comma-separated ints, got {args.cores!r}")
+    if not cores or min(cores) < 1:
+        p.error(f"--cores takes positive ints, got {args.cores!r}")
     chosen = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     unknown = sorted(set(chosen) - {"A", "B", "D"})
     if unknown or not chosen:
@@ -136,19 +161,20 @@ def main() -> int:
         print(f"generated workload A: {args.events:,} events in {len(batches)} batches "
               f"({time.perf_counter() - t0:.1f} s, not timed); RSS after generation {rss_mib():.0f} MiB")
     if "A" in chosen:
-        bench("A tumbling 1s / 1000 keys, count+sum", lambda: run_a(batches, args.events), args.repeat)
+        bench("A tumbling 1s / 1000 keys, count+sum", lambda c: run_a(batches, args.events, c), args.repeat, cores)
     if "B" in chosen:
         t0 = time.perf_counter()
         b_batches = workload_b(args.orders, args.batch)
         print(f"generated workload B: {args.orders:,} orders + {args.orders:,} payments in {len(b_batches)} "
               f"batches ({time.perf_counter() - t0:.1f} s, not timed); RSS {rss_mib():.0f} MiB")
-        bench("B interval join orders/payments within [0, 10s]", lambda: run_b(b_batches, args.orders),
-              args.repeat, state="peak_state_rows")
+        bench("B interval join orders/payments within [0, 10s]", lambda c: run_b(b_batches, args.orders, c),
+              args.repeat, cores, state="peak_state_rows")
         del b_batches
     if "D" in chosen:
-        bench("D sliding 10s every 1s / 1000 keys, count+sum+max", lambda: run_d_sliding(batches, args.events),
-              args.repeat)
-        bench("D session gap 300ms / 1000 keys, count", lambda: run_d_session(batches, args.events), args.repeat)
+        bench("D sliding 10s every 1s / 1000 keys, count+sum+max",
+              lambda c: run_d_sliding(batches, args.events, c), args.repeat, cores)
+        bench("D session gap 300ms / 1000 keys, count", lambda c: run_d_session(batches, args.events, c),
+              args.repeat, cores)
     return 0
 
 

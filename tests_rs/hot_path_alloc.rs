@@ -130,8 +130,12 @@ fn stream_batch(rows: usize, start_ts: i64, keys: i64) -> RecordBatch {
         schema,
         vec![
             Arc::new(Int64Array::from(ts.clone())),
-            Arc::new(Int64Array::from((0..rows as i64).map(|i| i % keys).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from((0..rows).map(|i| i as f64).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                (0..rows as i64).map(|i| i % keys).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                (0..rows).map(|i| i as f64).collect::<Vec<_>>(),
+            )),
             Arc::new(Int64Array::from(ts)),
         ],
     )
@@ -162,16 +166,36 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
     // Warm-up: every group exists and every scratch buffer has grown to the largest batch.
     for i in 0..5 {
         let b = stream_batch(10_000, i * 100, keys);
-        reactor.run(CoreMessage::Data { source: 0, batch: b }, budget).unwrap();
         reactor
-            .run(CoreMessage::Watermark { source: 0, ts: i * 100 }, budget)
+            .run(
+                CoreMessage::Data {
+                    source: 0,
+                    batch: b,
+                },
+                budget,
+            )
+            .unwrap();
+        reactor
+            .run(
+                CoreMessage::Watermark {
+                    source: 0,
+                    ts: i * 100,
+                },
+                budget,
+            )
             .unwrap();
     }
     let small = stream_batch(100, 1_000, keys);
     let big = stream_batch(10_000, 1_000, keys);
     let mut per_batch = |b: RecordBatch, wm: i64| {
         let (r, n) = allocations(|| {
-            reactor.run(CoreMessage::Data { source: 0, batch: b }, budget)?;
+            reactor.run(
+                CoreMessage::Data {
+                    source: 0,
+                    batch: b,
+                },
+                budget,
+            )?;
             reactor.run(CoreMessage::Watermark { source: 0, ts: wm }, budget)
         });
         r.unwrap();
@@ -184,7 +208,13 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
         a_big <= a_small.max(a_small2) + 2,
         "a 10,000-row batch made {a_big} allocations, a 100-row one {a_small}/{a_small2}: something allocates per row"
     );
-    eprintln!("allocations per batch: 100 rows {a_small}, 10,000 rows {a_big}, 100 rows {a_small2}");
+    eprintln!(
+        "allocations per batch: 100 rows {a_small}, 10,000 rows {a_big}, 100 rows {a_small2}"
+    );
     assert!(a_big < 50, "{a_big} allocations for one batch");
-    assert_eq!(reactor.take_output(0).len(), 0, "no window closed during the measurement");
+    assert_eq!(
+        reactor.take_output(0).len(),
+        0,
+        "no window closed during the measurement"
+    );
 }

@@ -3,9 +3,10 @@
 //! rest of the engine (validation, watermark generation, tables, backlogs) is the same for
 //! both; the property tests compare their results.
 //!
-//! Threaded mode routes each source batch once per distinct [`Partitioning`] of the queries
-//! reading the source, sends one `Deliver` per query and core that receives rows (each holding
-//! a credit), and broadcasts every other message to all cores in the order the engine sends
+//! Threaded mode sends each source batch to the queries reading it by their [`Partitioning`]:
+//! key-routed batches go whole to every core, which keeps its own rows (so hashing and copying
+//! run on the cores, not on the pushing thread); stateless rows are sliced here; a query that
+//! cannot be split gets the batch on its one core. Each such command holds a credit; and broadcasts every other message to all cores in the order the engine sends
 //! them. Results stay on the cores until the engine needs them: [`Cores::take`] and
 //! [`Cores::metrics`] sync first when anything was sent since the last sync, so a caller
 //! sees every effect of the pushes before it, exactly as with one core. An error of a core
@@ -147,23 +148,8 @@ impl Cores {
                         .and_then(|p| p.get(input))
                         .cloned()
                         .unwrap_or(Partitioning::Single(0));
-                    let pieces = t.split(&part, batch)?;
-                    for (core, piece) in pieces.into_iter().enumerate() {
-                        if let Some(batch) = piece {
-                            let msg = CoreMessage::Data {
-                                source: *source,
-                                batch,
-                            };
-                            t.rt.send(
-                                core,
-                                CoreCommand::Deliver {
-                                    query,
-                                    input,
-                                    msg,
-                                    credit: false,
-                                },
-                            )?;
-                        }
+                    for (core, cmd) in t.commands(query, input, &part, *source, batch, false) {
+                        t.rt.send(core, cmd)?;
                     }
                     return Ok(());
                 }
@@ -271,26 +257,50 @@ impl Cores {
 }
 
 impl Threaded {
-    fn split(
+    /// The commands carrying `batch` (of `source`) to input `input` of query `query`, one per
+    /// core that may receive rows: a key-routed batch goes whole to every core, which keeps
+    /// its own rows; stateless rows are sliced here; a single-core query's go to its core.
+    fn commands(
         &mut self,
+        query: QueryId,
+        input: usize,
         part: &Partitioning,
+        source: SourceId,
         batch: &RecordBatch,
-    ) -> Result<Vec<Option<RecordBatch>>> {
-        Ok(match part {
-            Partitioning::Even => self.router.split_even(batch),
-            Partitioning::Keys(cols) => self.router.split(batch, cols)?,
-            Partitioning::Single(c) => {
-                let mut out = vec![None; self.rt.cores()];
-                if let Some(slot) = out.get_mut(*c) {
-                    *slot = Some(batch.clone());
-                }
-                out
-            }
-        })
+        credit: bool,
+    ) -> Vec<(usize, CoreCommand)> {
+        let deliver = |b: RecordBatch| CoreCommand::Deliver {
+            query,
+            input,
+            msg: CoreMessage::Data { source, batch: b },
+            credit,
+        };
+        match part {
+            Partitioning::Keys(keys) => (0..self.rt.cores())
+                .map(|core| {
+                    let cmd = CoreCommand::Routed {
+                        query,
+                        input,
+                        source,
+                        batch: batch.clone(),
+                        keys: keys.clone(),
+                        credit,
+                    };
+                    (core, cmd)
+                })
+                .collect(),
+            Partitioning::Even => self
+                .router
+                .split_even(batch)
+                .into_iter()
+                .enumerate()
+                .filter_map(|(core, b)| b.map(|b| (core, deliver(b))))
+                .collect(),
+            Partitioning::Single(core) => vec![(*core, deliver(batch.clone()))],
+        }
     }
 
-    /// Routes one batch of `source` to every query reading it: one split per distinct
-    /// partitioning, one credit per (query, core) that receives rows.
+    /// Routes one batch of `source` to every query reading it, one credit per command.
     fn route(&mut self, source: SourceId, batch: &RecordBatch) -> Result<Admission> {
         let routes = std::mem::take(
             self.routes
@@ -298,43 +308,12 @@ impl Threaded {
                 .unwrap_or(&mut Vec::new()),
         );
         let mut sends: Vec<(usize, CoreCommand)> = Vec::new();
-        let mut splits: Vec<(Partitioning, Vec<Option<RecordBatch>>)> = Vec::new();
-        let mut result = Ok(());
         for r in &routes {
-            let pieces = match splits.iter().position(|(p, _)| *p == r.part) {
-                Some(i) => i,
-                None => match self.split(&r.part, batch) {
-                    Ok(s) => {
-                        splits.push((r.part.clone(), s));
-                        splits.len() - 1
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                },
-            };
-            for (core, piece) in splits[pieces].1.iter().enumerate() {
-                if let Some(b) = piece {
-                    sends.push((
-                        core,
-                        CoreCommand::Deliver {
-                            query: r.query,
-                            input: r.input,
-                            msg: CoreMessage::Data {
-                                source,
-                                batch: b.clone(),
-                            },
-                            credit: true,
-                        },
-                    ));
-                }
-            }
+            sends.extend(self.commands(r.query, r.input, &r.part, source, batch, true));
         }
         if let Some(slot) = self.routes.get_mut(source as usize) {
             *slot = routes;
         }
-        result?;
         if sends.is_empty() {
             return Ok(Admission::Accepted);
         }

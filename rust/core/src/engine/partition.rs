@@ -24,17 +24,7 @@ use arrow_schema::SchemaRef;
 
 use super::plan::{OpSpec, QueryPlan};
 use crate::operator::expr::Expr;
-
-/// How the rows of one query input are spread over the cores.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Partitioning {
-    /// Stateless: contiguous slices, any core.
-    Even,
-    /// By the hash of these columns (indices in the input's stream schema).
-    Keys(Vec<usize>),
-    /// Everything on this core.
-    Single(usize),
-}
+pub use crate::runtime::Partitioning;
 
 /// One branch (union of sources) walked so far: current column name → source column name.
 type Lineage = HashMap<String, String>;

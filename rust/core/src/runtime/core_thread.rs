@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 
+use super::router::KeyRouter;
 use crate::error::{Error, Result};
 use crate::reactor::{Budget, CoreMessage, QueryGraph, QueryId, QueryMetrics, Reactor, SourceId};
 use crate::sync::credit::CreditGate;
@@ -40,6 +41,23 @@ pub enum CoreCommand {
         /// The message.
         msg: CoreMessage,
         /// Whether it holds a credit of the gate, to give back once processed.
+        credit: bool,
+    },
+    /// A whole batch of `source` for one input of one query, routed by the hash of the key
+    /// columns `keys`: the core keeps only its own rows (each core hashes the batch itself,
+    /// so routing work is spread over the cores).
+    Routed {
+        /// The query.
+        query: QueryId,
+        /// The query's input number.
+        input: usize,
+        /// The source.
+        source: SourceId,
+        /// The whole batch.
+        batch: RecordBatch,
+        /// Key column indices.
+        keys: Vec<usize>,
+        /// Whether it holds a credit of the gate.
         credit: bool,
     },
     /// Start a query (every core starts the same queries in the same order, so a query has
@@ -105,6 +123,8 @@ pub struct CoreCounters {
 /// What a core thread owns.
 pub(super) struct CoreContext {
     pub core: usize,
+    /// Number of cores (for routing).
+    pub cores: usize,
     pub inbox: Consumer<CoreCommand>,
     pub outbox: Producer<CoreReport>,
     /// Signalled by the producer after it pushes to `inbox`.
@@ -120,6 +140,7 @@ pub(super) struct CoreContext {
 
 struct CoreState {
     reactor: Reactor,
+    router: KeyRouter,
     error: Option<Error>,
     /// Set after a panic: data is dropped from then on.
     poisoned: Option<String>,
@@ -133,6 +154,7 @@ pub(super) fn run_core(mut cx: CoreContext) {
     }
     let mut st = CoreState {
         reactor: Reactor::new(cx.budget.messages.max(1)),
+        router: KeyRouter::new(cx.cores),
         error: None,
         poisoned: None,
     };
@@ -183,14 +205,45 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 cx.counters.batches.fetch_add(1, Ordering::Relaxed);
             }
-            guarded(st, cx.core, |r| r.replay(query, input, &msg));
+            guarded(st, cx.core, |r, _| r.replay(query, input, &msg));
+            if credit {
+                cx.gate.release(cx.core, 1);
+            }
+        }
+        CoreCommand::Routed {
+            query,
+            input,
+            source,
+            batch,
+            keys,
+            credit,
+        } => {
+            let core = cx.core;
+            let counters = cx.counters.clone();
+            guarded(st, core, |r, router| {
+                let Some(mine) = router.rows_of(&batch, &keys, core)? else {
+                    return Ok(());
+                };
+                counters
+                    .rows
+                    .fetch_add(mine.num_rows() as u64, Ordering::Relaxed);
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                r.replay(
+                    query,
+                    input,
+                    &CoreMessage::Data {
+                        source,
+                        batch: mine,
+                    },
+                )
+            });
             if credit {
                 cx.gate.release(cx.core, 1);
             }
         }
         CoreCommand::Broadcast(msg) => {
             let budget = cx.budget;
-            guarded(st, cx.core, |r| r.run(msg, budget));
+            guarded(st, cx.core, |r, _| r.run(msg, budget));
         }
         CoreCommand::AddQuery { inputs, graph } => {
             // Always added, even when poisoned, so that query ids stay aligned across cores.
@@ -201,11 +254,15 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
 
 /// Runs `f` on the reactor unless the core is poisoned, keeping the first error and turning
 /// a panic into a poisoned core.
-fn guarded(st: &mut CoreState, core: usize, f: impl FnOnce(&mut Reactor) -> Result<()>) {
+fn guarded(
+    st: &mut CoreState,
+    core: usize,
+    f: impl FnOnce(&mut Reactor, &mut KeyRouter) -> Result<()>,
+) {
     if st.poisoned.is_some() {
         return;
     }
-    match catch_unwind(AssertUnwindSafe(|| f(&mut st.reactor))) {
+    match catch_unwind(AssertUnwindSafe(|| f(&mut st.reactor, &mut st.router))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             st.error.get_or_insert(e);

@@ -8,6 +8,11 @@
 //! to core `(hash * cores) >> 64`. The scratch buffers are reused, so splitting allocates only
 //! the sub-batches.
 //!
+//! Each core runs its own router over the whole batch and keeps only its rows
+//! ([`KeyRouter::rows_of`]), so the hashing and the copying are spread over the cores instead
+//! of all landing on the pushing thread ([`KeyRouter::split`] does it all at once, for callers
+//! that want every part).
+//!
 //! The hash depends only on the key values and their type, never on the batch, the process
 //! or the thread, so equal keys always reach the same core: that is what keeps a group's
 //! window state, or a join key's rows from both sides, on one core. The router never looks at
@@ -190,7 +195,18 @@ fn dictionary_value_type(t: &DataType) -> DataType {
     }
 }
 
-/// Splits batches by key hash. Holds reusable scratch buffers; one per producer.
+/// How the rows of one query input are spread over the cores.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Partitioning {
+    /// Stateless: contiguous slices, any core.
+    Even,
+    /// By the hash of these columns (indices in the input's stream schema).
+    Keys(Vec<usize>),
+    /// Everything on this core.
+    Single(usize),
+}
+
+/// Splits batches by key hash. Holds reusable scratch buffers; one per thread that routes.
 #[derive(Debug)]
 pub struct KeyRouter {
     cores: usize,
@@ -260,6 +276,37 @@ impl KeyRouter {
             }
         }
         Ok(out)
+    }
+
+    /// The rows of `batch` that belong to core `core` by the hash of columns `keys` (in their
+    /// original order); `None` when it has none. The whole batch, without a copy, when all
+    /// rows belong to it.
+    pub fn rows_of(
+        &mut self,
+        batch: &RecordBatch,
+        keys: &[usize],
+        core: usize,
+    ) -> Result<Option<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let core = core as u64;
+        let mine = self
+            .assign(batch, keys)?
+            .iter()
+            .filter(|&&c| c == core)
+            .count();
+        if mine == 0 {
+            return Ok(None);
+        }
+        if mine == batch.num_rows() {
+            return Ok(Some(batch.clone()));
+        }
+        let mask: arrow_array::BooleanArray =
+            self.hashes.iter().map(|&c| Some(c == core)).collect();
+        Ok(Some(arrow_select::filter::filter_record_batch(
+            batch, &mask,
+        )?))
     }
 
     /// Splits `batch` into contiguous, zero-copy slices of nearly equal size, for steps that
@@ -378,6 +425,18 @@ mod tests {
             parts.iter().flatten().map(|p| p.num_rows()).sum::<usize>(),
             4
         );
+    }
+
+    #[test]
+    fn each_core_keeps_exactly_its_part_of_the_split() {
+        let keys: Vec<i64> = (0..5_000).map(|i| (i * 7919) % 1013).collect();
+        let b = batch(vec![("k", Arc::new(Int64Array::from(keys)) as ArrayRef)]);
+        let mut r = KeyRouter::new(3);
+        let parts = r.split(&b, &[0]).unwrap();
+        for (c, part) in parts.iter().enumerate() {
+            let mine = KeyRouter::new(3).rows_of(&b, &[0], c).unwrap();
+            assert_eq!(mine.as_ref(), part.as_ref());
+        }
     }
 
     #[test]

@@ -242,7 +242,8 @@ impl CreditGate {
             }
             Overflow::Block => {
                 self.blocked.fetch_add(1, Ordering::Relaxed);
-                self.waiter.wait_until(&mut || self.try_acquire_all(channels));
+                self.waiter
+                    .wait_until(&mut || self.try_acquire_all(channels));
                 Ok(())
             }
         }
@@ -267,16 +268,17 @@ impl CreditGate {
         let Some(ch) = self.channels.get(channel) else {
             return;
         };
+        let mut given = 0;
         for _ in 0..n {
             if Self::bump(&ch.floating_used, false, 0) {
                 self.pool.fetch_add(1, Ordering::AcqRel);
             } else if !Self::bump(&ch.exclusive_used, false, 0) {
-                break;
+                break; // more released than held: a caller bug; never go below zero
             }
+            given += 1;
         }
-        self.released.fetch_add(n, Ordering::Relaxed);
-        if ch.backpressured.load(Ordering::Acquire) && ch.in_flight() <= self.config.low_watermark
-        {
+        self.released.fetch_add(given, Ordering::Relaxed);
+        if ch.backpressured.load(Ordering::Acquire) && ch.in_flight() <= self.config.low_watermark {
             ch.backpressured.store(false, Ordering::Release);
         }
     }
