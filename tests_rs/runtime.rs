@@ -101,14 +101,30 @@ fn runtime(cores: usize) -> ThreadPerCoreRuntime {
     rt
 }
 
-fn routed(batch: RecordBatch, credit: bool) -> impl FnMut() -> CoreCommand {
-    move || CoreCommand::Routed {
-        query: 0,
-        input: 0,
-        source: 0,
-        batch: batch.clone(),
-        keys: vec![0],
-        credit,
+/// Commands carrying each core its own rows of `batch` (by key column 0), as the engine
+/// routes them.
+fn routed(batch: RecordBatch, cores: usize, credit: bool) -> Vec<(usize, CoreCommand)> {
+    let parts = KeyRouter::new(cores).partition(&batch, &[0]).unwrap();
+    parts
+        .into_iter()
+        .enumerate()
+        .filter_map(|(core, rows)| {
+            let cmd = CoreCommand::Routed {
+                query: 0,
+                input: 0,
+                source: 0,
+                batch: batch.clone(),
+                rows: rows?,
+                credit,
+            };
+            Some((core, cmd))
+        })
+        .collect()
+}
+
+fn send_all(rt: &mut ThreadPerCoreRuntime, sends: Vec<(usize, CoreCommand)>) {
+    for (core, cmd) in sends {
+        rt.send(core, cmd).unwrap();
     }
 }
 
@@ -127,9 +143,7 @@ fn every_routed_row_reaches_its_owner_once_in_order() {
     for i in 0..200 {
         let keys: Vec<i64> = (0..500).map(|j| (i * 500 + j) % 211).collect();
         sent.extend(keys.clone());
-        let mut make = routed(stream(keys), true);
-        let sends = (0..cores).map(|c| (c, make())).collect();
-        assert!(rt.send_routed(sends).unwrap());
+        assert!(rt.send_routed(routed(stream(keys), cores, true)).unwrap());
     }
     let reports = rt.sync().unwrap();
     let mut router = KeyRouter::new(cores);
@@ -172,8 +186,7 @@ fn shutdown_drains_everything_queued_and_joins() {
     let mut rt = runtime(2);
     rt.stall(0, Duration::from_millis(50)).unwrap();
     for _ in 0..100 {
-        rt.broadcast(routed(stream((0..100).collect()), false))
-            .unwrap();
+        send_all(&mut rt, routed(stream((0..100).collect()), 2, false));
     }
     rt.shutdown().unwrap();
     let rows: u64 = rt.core_metrics().iter().map(|c| c.rows).sum();
@@ -192,12 +205,12 @@ fn shutdown_drains_everything_queued_and_joins() {
 #[test]
 fn an_operator_error_comes_back_with_the_next_sync_once() {
     let mut rt = runtime(2);
-    rt.broadcast(routed(stream(vec![1, -2, 3]), false)).unwrap();
+    send_all(&mut rt, routed(stream(vec![1, -2, 3, 4, 5, 6]), 2, false));
     let reports = rt.sync().unwrap();
     let errors: Vec<_> = reports.iter().filter_map(|r| r.error.as_ref()).collect();
     assert_eq!(errors.len(), 1, "the core owning key -2 fails the batch");
     assert_eq!(errors[0].kind(), ErrorKind::InvalidPlan);
-    rt.broadcast(routed(stream(vec![5, 6]), false)).unwrap();
+    send_all(&mut rt, routed(stream(vec![5, 6, 7, 8]), 2, false));
     assert!(
         rt.sync().unwrap().iter().all(|r| r.error.is_none()),
         "reported once, then it works"
@@ -215,8 +228,7 @@ fn a_panicking_operator_poisons_its_core_without_hanging() {
         (50..100).collect(),
         (0..70).collect(),
     ] {
-        let mut make = routed(stream(keys), true);
-        assert!(rt.send_routed(vec![(0, make()), (1, make())]).unwrap());
+        assert!(rt.send_routed(routed(stream(keys), 2, true)).unwrap());
     }
     let reports = rt.sync().unwrap();
     let err = reports[owner]

@@ -4,8 +4,8 @@
 //! both; the property tests compare their results.
 //!
 //! Threaded mode sends each source batch to the queries reading it by their [`Partitioning`]:
-//! key-routed batches go whole to every core, which keeps its own rows (so hashing and copying
-//! run on the cores, not on the pushing thread); stateless rows are sliced here; a query that
+//! for key-routed batches the router lists each core's rows and each core copies its own out
+//! of the shared batch (so the copying runs on the cores); stateless rows are sliced here; a query that
 //! cannot be split gets the batch on its one core. Each such command holds a credit; and broadcasts every other message to all cores in the order the engine sends
 //! them. Results stay on the cores until the engine needs them: [`Cores::take`] and
 //! [`Cores::metrics`] sync first when anything was sent since the last sync, so a caller
@@ -148,7 +148,7 @@ impl Cores {
                         .and_then(|p| p.get(input))
                         .cloned()
                         .unwrap_or(Partitioning::Single(0));
-                    for (core, cmd) in t.commands(query, input, &part, *source, batch, false) {
+                    for (core, cmd) in t.commands(query, input, &part, *source, batch, false)? {
                         t.rt.send(core, cmd)?;
                     }
                     return Ok(());
@@ -268,25 +268,29 @@ impl Threaded {
         source: SourceId,
         batch: &RecordBatch,
         credit: bool,
-    ) -> Vec<(usize, CoreCommand)> {
+    ) -> Result<Vec<(usize, CoreCommand)>> {
         let deliver = |b: RecordBatch| CoreCommand::Deliver {
             query,
             input,
             msg: CoreMessage::Data { source, batch: b },
             credit,
         };
-        match part {
-            Partitioning::Keys(keys) => (0..self.rt.cores())
-                .map(|core| {
+        Ok(match part {
+            Partitioning::Keys(keys) => self
+                .router
+                .partition(batch, keys)?
+                .into_iter()
+                .enumerate()
+                .filter_map(|(core, rows)| {
                     let cmd = CoreCommand::Routed {
                         query,
                         input,
                         source,
                         batch: batch.clone(),
-                        keys: keys.clone(),
+                        rows: rows?,
                         credit,
                     };
-                    (core, cmd)
+                    Some((core, cmd))
                 })
                 .collect(),
             Partitioning::Even => self
@@ -297,7 +301,7 @@ impl Threaded {
                 .filter_map(|(core, b)| b.map(|b| (core, deliver(b))))
                 .collect(),
             Partitioning::Single(core) => vec![(*core, deliver(batch.clone()))],
-        }
+        })
     }
 
     /// Routes one batch of `source` to every query reading it, one credit per command.
@@ -308,12 +312,20 @@ impl Threaded {
                 .unwrap_or(&mut Vec::new()),
         );
         let mut sends: Vec<(usize, CoreCommand)> = Vec::new();
+        let mut result = Ok(());
         for r in &routes {
-            sends.extend(self.commands(r.query, r.input, &r.part, source, batch, true));
+            match self.commands(r.query, r.input, &r.part, source, batch, true) {
+                Ok(c) => sends.extend(c),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
         if let Some(slot) = self.routes.get_mut(source as usize) {
             *slot = routes;
         }
+        result?;
         if sends.is_empty() {
             return Ok(Admission::Accepted);
         }

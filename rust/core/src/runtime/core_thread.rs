@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 
-use super::router::KeyRouter;
+use super::router::Selection;
 use crate::error::{Error, Result};
 use crate::reactor::{Budget, CoreMessage, QueryGraph, QueryId, QueryMetrics, Reactor, SourceId};
 use crate::sync::credit::CreditGate;
@@ -43,9 +43,8 @@ pub enum CoreCommand {
         /// Whether it holds a credit of the gate, to give back once processed.
         credit: bool,
     },
-    /// A whole batch of `source` for one input of one query, routed by the hash of the key
-    /// columns `keys`: the core keeps only its own rows (each core hashes the batch itself,
-    /// so routing work is spread over the cores).
+    /// Rows `rows` of a batch of `source` for one input of one query: the router listed the
+    /// rows, the core copies them out (so the copying is spread over the cores).
     Routed {
         /// The query.
         query: QueryId,
@@ -55,8 +54,8 @@ pub enum CoreCommand {
         source: SourceId,
         /// The whole batch.
         batch: RecordBatch,
-        /// Key column indices.
-        keys: Vec<usize>,
+        /// The rows of it this core gets.
+        rows: Selection,
         /// Whether it holds a credit of the gate.
         credit: bool,
     },
@@ -123,8 +122,6 @@ pub struct CoreCounters {
 /// What a core thread owns.
 pub(super) struct CoreContext {
     pub core: usize,
-    /// Number of cores (for routing).
-    pub cores: usize,
     pub inbox: Consumer<CoreCommand>,
     pub outbox: Producer<CoreReport>,
     /// Signalled by the producer after it pushes to `inbox`.
@@ -140,7 +137,6 @@ pub(super) struct CoreContext {
 
 struct CoreState {
     reactor: Reactor,
-    router: KeyRouter,
     error: Option<Error>,
     /// Set after a panic: data is dropped from then on.
     poisoned: Option<String>,
@@ -154,7 +150,6 @@ pub(super) fn run_core(mut cx: CoreContext) {
     }
     let mut st = CoreState {
         reactor: Reactor::new(cx.budget.messages.max(1)),
-        router: KeyRouter::new(cx.cores),
         error: None,
         poisoned: None,
     };
@@ -205,7 +200,7 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 cx.counters.batches.fetch_add(1, Ordering::Relaxed);
             }
-            guarded(st, cx.core, |r, _| r.replay(query, input, &msg));
+            guarded(st, cx.core, |r| r.replay(query, input, &msg));
             if credit {
                 cx.gate.release(cx.core, 1);
             }
@@ -215,15 +210,13 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
             input,
             source,
             batch,
-            keys,
+            rows,
             credit,
         } => {
             let core = cx.core;
             let counters = cx.counters.clone();
-            guarded(st, core, |r, router| {
-                let Some(mine) = router.rows_of(&batch, &keys, core)? else {
-                    return Ok(());
-                };
+            guarded(st, core, |r| {
+                let mine = rows.apply(&batch)?;
                 counters
                     .rows
                     .fetch_add(mine.num_rows() as u64, Ordering::Relaxed);
@@ -243,7 +236,7 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
         }
         CoreCommand::Broadcast(msg) => {
             let budget = cx.budget;
-            guarded(st, cx.core, |r, _| r.run(msg, budget));
+            guarded(st, cx.core, |r| r.run(msg, budget));
         }
         CoreCommand::AddQuery { inputs, graph } => {
             // Always added, even when poisoned, so that query ids stay aligned across cores.
@@ -254,15 +247,11 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
 
 /// Runs `f` on the reactor unless the core is poisoned, keeping the first error and turning
 /// a panic into a poisoned core.
-fn guarded(
-    st: &mut CoreState,
-    core: usize,
-    f: impl FnOnce(&mut Reactor, &mut KeyRouter) -> Result<()>,
-) {
+fn guarded(st: &mut CoreState, core: usize, f: impl FnOnce(&mut Reactor) -> Result<()>) {
     if st.poisoned.is_some() {
         return;
     }
-    match catch_unwind(AssertUnwindSafe(|| f(&mut st.reactor, &mut st.router))) {
+    match catch_unwind(AssertUnwindSafe(|| f(&mut st.reactor))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             st.error.get_or_insert(e);

@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use core_thread::{CoreCommand, CoreCounters, CoreReport, QueryOutput};
-pub use router::{KeyRouter, Partitioning};
+pub use router::{KeyRouter, Partitioning, Selection};
 
 use crate::error::{Error, Result};
 use crate::reactor::Budget;
@@ -144,7 +144,6 @@ impl ThreadPerCoreRuntime {
             let counters = Arc::new(CoreCounters::default());
             let cx = CoreContext {
                 core,
-                cores: n,
                 inbox: inbox_rx,
                 outbox: outbox_tx,
                 wake: wake.clone(),

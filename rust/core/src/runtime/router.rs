@@ -8,10 +8,10 @@
 //! to core `(hash * cores) >> 64`. The scratch buffers are reused, so splitting allocates only
 //! the sub-batches.
 //!
-//! Each core runs its own router over the whole batch and keeps only its rows
-//! ([`KeyRouter::rows_of`]), so the hashing and the copying are spread over the cores instead
-//! of all landing on the pushing thread ([`KeyRouter::split`] does it all at once, for callers
-//! that want every part).
+//! The pushing thread only hashes and lists each core's row numbers
+//! ([`KeyRouter::partition`]); each core then copies its own rows out of the shared batch
+//! (`take`), so the copying is spread over the cores instead of all landing on the pushing
+//! thread ([`KeyRouter::split`] does both at once, for callers that want every part).
 //!
 //! The hash depends only on the key values and their type, never on the batch, the process
 //! or the thread, so equal keys always reach the same core: that is what keeps a group's
@@ -206,6 +206,25 @@ pub enum Partitioning {
     Single(usize),
 }
 
+/// The rows of a batch one core gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Every row.
+    All,
+    /// These rows, ascending.
+    Rows(UInt32Array),
+}
+
+impl Selection {
+    /// The selected rows of `batch` (the batch itself, without a copy, for `All`).
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        Ok(match self {
+            Selection::All => batch.clone(),
+            Selection::Rows(idx) => arrow_select::take::take_record_batch(batch, idx)?,
+        })
+    }
+}
+
 /// Splits batches by key hash. Holds reusable scratch buffers; one per thread that routes.
 #[derive(Debug)]
 pub struct KeyRouter {
@@ -248,6 +267,41 @@ impl KeyRouter {
         Ok(&self.hashes)
     }
 
+    /// Which rows of `batch` each core gets by the hash of columns `keys`: entry `c` is
+    /// `None` when core `c` gets no row, [`Selection::All`] when it gets every row, else the
+    /// row numbers (ascending, so row order is kept).
+    pub fn partition(
+        &mut self,
+        batch: &RecordBatch,
+        keys: &[usize],
+    ) -> Result<Vec<Option<Selection>>> {
+        let n = batch.num_rows();
+        let mut out: Vec<Option<Selection>> = (0..self.cores).map(|_| None).collect();
+        if n == 0 {
+            return Ok(out);
+        }
+        self.assign(batch, keys)?;
+        let expect = n / self.cores + n / (4 * self.cores) + 16;
+        for v in &mut self.indices {
+            v.clear();
+            v.reserve(expect);
+        }
+        for (row, &core) in self.hashes.iter().enumerate() {
+            // `assign` maps every hash into `0..cores`.
+            self.indices[core as usize].push(row as u32);
+        }
+        for (c, idx) in self.indices.iter_mut().enumerate() {
+            out[c] = if idx.len() == n {
+                Some(Selection::All)
+            } else if idx.is_empty() {
+                None
+            } else {
+                Some(Selection::Rows(UInt32Array::from(std::mem::take(idx))))
+            };
+        }
+        Ok(out)
+    }
+
     /// Splits `batch` by the hash of columns `keys`: entry `c` holds the rows of core `c`
     /// (in their original order), or `None` when it has none. A batch whose rows all belong
     /// to one core is passed on whole, without a copy.
@@ -256,57 +310,10 @@ impl KeyRouter {
         batch: &RecordBatch,
         keys: &[usize],
     ) -> Result<Vec<Option<RecordBatch>>> {
-        let mut out = vec![None; self.cores];
-        if batch.num_rows() == 0 {
-            return Ok(out);
-        }
-        self.assign(batch, keys)?;
-        for v in &mut self.indices {
-            v.clear();
-        }
-        for (row, &core) in self.hashes.iter().enumerate() {
-            self.indices[core as usize].push(row as u32);
-        }
-        for (c, idx) in self.indices.iter().enumerate() {
-            if idx.len() == batch.num_rows() {
-                out[c] = Some(batch.clone());
-            } else if !idx.is_empty() {
-                let idx = UInt32Array::from(idx.clone());
-                out[c] = Some(arrow_select::take::take_record_batch(batch, &idx)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The rows of `batch` that belong to core `core` by the hash of columns `keys` (in their
-    /// original order); `None` when it has none. The whole batch, without a copy, when all
-    /// rows belong to it.
-    pub fn rows_of(
-        &mut self,
-        batch: &RecordBatch,
-        keys: &[usize],
-        core: usize,
-    ) -> Result<Option<RecordBatch>> {
-        if batch.num_rows() == 0 {
-            return Ok(None);
-        }
-        let core = core as u64;
-        let mine = self
-            .assign(batch, keys)?
-            .iter()
-            .filter(|&&c| c == core)
-            .count();
-        if mine == 0 {
-            return Ok(None);
-        }
-        if mine == batch.num_rows() {
-            return Ok(Some(batch.clone()));
-        }
-        let mask: arrow_array::BooleanArray =
-            self.hashes.iter().map(|&c| Some(c == core)).collect();
-        Ok(Some(arrow_select::filter::filter_record_batch(
-            batch, &mask,
-        )?))
+        self.partition(batch, keys)?
+            .into_iter()
+            .map(|sel| sel.map(|s| s.apply(batch)).transpose())
+            .collect()
     }
 
     /// Splits `batch` into contiguous, zero-copy slices of nearly equal size, for steps that
@@ -428,15 +435,31 @@ mod tests {
     }
 
     #[test]
-    fn each_core_keeps_exactly_its_part_of_the_split() {
+    fn the_partition_lists_exactly_each_cores_rows() {
         let keys: Vec<i64> = (0..5_000).map(|i| (i * 7919) % 1013).collect();
         let b = batch(vec![("k", Arc::new(Int64Array::from(keys)) as ArrayRef)]);
         let mut r = KeyRouter::new(3);
-        let parts = r.split(&b, &[0]).unwrap();
+        let owner = r.assign(&b, &[0]).unwrap().to_vec();
+        let parts = r.partition(&b, &[0]).unwrap();
         for (c, part) in parts.iter().enumerate() {
-            let mine = KeyRouter::new(3).rows_of(&b, &[0], c).unwrap();
-            assert_eq!(mine.as_ref(), part.as_ref());
+            let want: Vec<u32> = (0..5_000u32)
+                .filter(|&i| owner[i as usize] == c as u64)
+                .collect();
+            match part {
+                Some(Selection::Rows(idx)) => assert_eq!(idx.values().to_vec(), want),
+                other => panic!("core {c}: {other:?}"),
+            }
         }
+        let one = batch(vec![(
+            "k",
+            Arc::new(Int64Array::from(vec![7, 7, 7])) as ArrayRef,
+        )]);
+        let parts = r.partition(&one, &[0]).unwrap();
+        assert_eq!(
+            parts.iter().filter(|p| **p == Some(Selection::All)).count(),
+            1
+        );
+        assert_eq!(parts.iter().filter(|p| p.is_none()).count(), 2);
     }
 
     #[test]
