@@ -292,6 +292,20 @@ def test_bad_settings_are_clear_errors():
         lm.Engine(cores=2, credits=0)
 
 
+def test_an_operator_error_on_a_core_is_raised_by_the_next_poll():
+    with lm.Engine(cores=2) as eng:
+        s = eng.source("s", time="ts")
+        out = s.window(lm.tumbling("1s")).group_by("k").agg(total=lm.sum("v")).collect()
+        s.push(pa.table({"ts": [0, 1, 2], "k": [1, 1, 2], "v": [2**62, 2**62, 5]}))  # returns: queued
+        with pytest.raises(errors.AggregateOverflowError, match="int64"):
+            out.poll()
+        s.push(pa.table({"ts": [3], "k": [2], "v": [1]}))  # the engine goes on
+        eng.flush()
+        # the overflowed window reports again instead of emitting a wrapped sum
+        with pytest.raises(errors.AggregateOverflowError, match="earlier in this window"):
+            out.poll()
+
+
 def threads_now() -> int:
     return len(os.listdir("/proc/self/task"))
 

@@ -86,6 +86,26 @@ fn cast_if_needed(column: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     }
 }
 
+/// Marks an int64 sum that overflowed: sticky (further additions keep it), and reported as
+/// an error when the group's result is taken, so a wrapped value is never emitted. A sum
+/// that is exactly `i64::MIN` is reported as an overflow too.
+const OVERFLOWED: i64 = i64::MIN;
+
+/// `a + b` for int64 sums, going (and staying) to [`OVERFLOWED`] on overflow.
+#[inline(always)]
+fn sticky_add(a: i64, b: i64, overflow: &mut bool) -> i64 {
+    if a == OVERFLOWED {
+        return OVERFLOWED;
+    }
+    match a.checked_add(b) {
+        Some(r) if r != OVERFLOWED => r,
+        _ => {
+            *overflow = true;
+            OVERFLOWED
+        }
+    }
+}
+
 /// Per-group value and non-null count for one aggregate; `first`/`last` also keep the
 /// arrival sequence number of their value, so that partial results (panes, sessions) merge
 /// into the value a single pass in arrival order would have produced.
@@ -325,9 +345,7 @@ impl Accumulator {
                     AggFunc::Sum => {
                         let mut overflow = false;
                         slots.fold(groups, values, nulls, |a, v, _| {
-                            let (r, o) = a.overflowing_add(v);
-                            overflow |= o;
-                            r
+                            sticky_add(a, v, &mut overflow)
                         });
                         if overflow {
                             return Err(Error::Overflow(format!(
@@ -402,11 +420,7 @@ impl Accumulator {
                         AggFunc::Min => a.min(b),
                         AggFunc::Max => a.max(b),
                         AggFunc::Count => a,
-                        _ => {
-                            let (r, o) = a.overflowing_add(b);
-                            overflow |= o;
-                            r
-                        }
+                        _ => sticky_add(a, b, &mut overflow),
                     });
                 }
             }
@@ -449,7 +463,20 @@ impl Accumulator {
                     .map(|&g| s.count[g as usize])
                     .collect::<Int64Array>(),
             ),
-            State::Int(s) => Arc::new(s.gather::<Int64Array>(groups)),
+            State::Int(s) => {
+                if self.func == AggFunc::Sum
+                    && groups.iter().any(|&g| {
+                        s.value.get(g as usize) == Some(&OVERFLOWED)
+                            && s.count.get(g as usize).is_some_and(|&c| c > 0)
+                    })
+                {
+                    return Err(Error::Overflow(format!(
+                        "sum of column '{}' exceeded the int64 range earlier in this window; cast it to float first",
+                        self.column_name
+                    )));
+                }
+                Arc::new(s.gather::<Int64Array>(groups))
+            }
             State::Float(s) if self.func == AggFunc::Avg => Arc::new(
                 groups
                     .iter()

@@ -3,7 +3,7 @@
 //! Hashing is vectorised and typed: one pass per key column over the column's values buffer,
 //! chosen once per column by its Arrow type (integers, dates and timestamps as their i64
 //! value, floats by normalised bits, booleans, strings and binaries by their bytes,
-//! dictionaries through their values; anything else through the arrow-row encoding). Rows
+//! dictionaries as their values; anything else through the arrow-row encoding). Rows
 //! with a null key hash to one fixed value. Column hashes are combined per row, and a row goes
 //! to core `(hash * cores) >> 64`. The scratch buffers are reused, so splitting allocates only
 //! the sub-batches.
@@ -55,16 +55,17 @@ fn hash_bytes(b: &[u8]) -> u64 {
     mix(h)
 }
 
-/// Folds `col_hash(i)` into `out[i]` (first column: `first`, so the buffer needs no reset).
+/// Folds the column's row hashes into `out` (the first column overwrites, so the buffer
+/// needs no reset). `hashes` yields exactly one value per row.
 #[inline(always)]
-fn fold(out: &mut [u64], first: bool, col_hash: impl Fn(usize) -> u64) {
+fn fold(out: &mut [u64], first: bool, hashes: impl Iterator<Item = u64>) {
     if first {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = col_hash(i);
+        for (o, h) in out.iter_mut().zip(hashes) {
+            *o = h;
         }
     } else {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = mix(o.rotate_left(5) ^ col_hash(i));
+        for (o, h) in out.iter_mut().zip(hashes) {
+            *o = mix(o.rotate_left(5) ^ h);
         }
     }
 }
@@ -75,9 +76,13 @@ where
     T::Native: num_like::AsI64,
 {
     let values = col.as_primitive::<T>().values();
-    fold(out, first, |i| {
-        mix(num_like::AsI64::as_i64(values[i]) as u64)
-    });
+    fold(
+        out,
+        first,
+        values
+            .iter()
+            .map(|&v| mix(num_like::AsI64::as_i64(v) as u64)),
+    );
 }
 
 mod num_like {
@@ -96,7 +101,7 @@ where
     T: ArrowPrimitiveType,
 {
     let values = col.as_primitive::<T>().values();
-    fold(out, first, |i| mix(bits(values[i])));
+    fold(out, first, values.iter().map(|&v| mix(bits(v))));
 }
 
 fn f64_bits(v: f64) -> u64 {
@@ -135,41 +140,53 @@ fn hash_column(col: &ArrayRef, out: &mut [u64], first: bool) -> Result<()> {
         DataType::Float64 => hash_float::<Float64Type>(col, out, first, f64_bits),
         DataType::Boolean => {
             let b = col.as_boolean();
-            fold(out, first, |i| mix(u64::from(b.value(i))));
+            fold(out, first, b.values().iter().map(|v| mix(u64::from(v))));
         }
         DataType::Utf8 => {
             let a = col.as_string::<i32>();
-            fold(out, first, |i| hash_bytes(a.value(i).as_bytes()));
+            fold(
+                out,
+                first,
+                (0..a.len()).map(|i| hash_bytes(a.value(i).as_bytes())),
+            );
         }
         DataType::LargeUtf8 => {
             let a = col.as_string::<i64>();
-            fold(out, first, |i| hash_bytes(a.value(i).as_bytes()));
+            fold(
+                out,
+                first,
+                (0..a.len()).map(|i| hash_bytes(a.value(i).as_bytes())),
+            );
         }
         DataType::Utf8View => {
             let a = col.as_string_view();
-            fold(out, first, |i| hash_bytes(a.value(i).as_bytes()));
+            fold(
+                out,
+                first,
+                (0..a.len()).map(|i| hash_bytes(a.value(i).as_bytes())),
+            );
         }
         DataType::Binary => {
             let a = col.as_binary::<i32>();
-            fold(out, first, |i| hash_bytes(a.value(i)));
+            fold(out, first, (0..a.len()).map(|i| hash_bytes(a.value(i))));
         }
         DataType::LargeBinary => {
             let a = col.as_binary::<i64>();
-            fold(out, first, |i| hash_bytes(a.value(i)));
+            fold(out, first, (0..a.len()).map(|i| hash_bytes(a.value(i))));
         }
         DataType::Dictionary(_, _) => {
-            // Hash each dictionary value once, then gather by key.
+            // A dictionary hashes like its values (the cast expands it to one value per row).
             let values = arrow_cast::cast(col, &dictionary_value_type(col.data_type()))?;
             let mut h = vec![0u64; values.len()];
             hash_column(&values, &mut h, true)?;
-            fold(out, first, |i| h[i]);
+            fold(out, first, h.iter().copied());
         }
         _ => {
             let conv = arrow_row::RowConverter::new(vec![arrow_row::SortField::new(
                 col.data_type().clone(),
             )])?;
             let rows = conv.convert_columns(std::slice::from_ref(col))?;
-            fold(out, first, |i| hash_bytes(rows.row(i).as_ref()));
+            fold(out, first, rows.iter().map(|r| hash_bytes(r.as_ref())));
         }
     }
     if col.null_count() > 0 {
@@ -252,17 +269,28 @@ impl KeyRouter {
         self.cores
     }
 
-    /// The core of each row of `batch` by the hash of columns `keys` (empty `keys`: core 0).
-    pub fn assign(&mut self, batch: &RecordBatch, keys: &[usize]) -> Result<&[u64]> {
-        let n = batch.num_rows();
+    /// Hashes columns `keys` of `batch` into `self.hashes`.
+    fn hash(&mut self, batch: &RecordBatch, keys: &[usize]) -> Result<()> {
         self.hashes.clear();
-        self.hashes.resize(n, 0);
+        self.hashes.resize(batch.num_rows(), 0);
         for (i, &k) in keys.iter().enumerate() {
             hash_column(batch.column(k), &mut self.hashes, i == 0)?;
         }
+        Ok(())
+    }
+
+    /// The core owning a hash: `(hash * cores) >> 64`, always in `0..cores`.
+    #[inline(always)]
+    fn core_of(hash: u64, cores: u128) -> usize {
+        ((u128::from(hash) * cores) >> 64) as usize
+    }
+
+    /// The core of each row of `batch` by the hash of columns `keys` (empty `keys`: core 0).
+    pub fn assign(&mut self, batch: &RecordBatch, keys: &[usize]) -> Result<&[u64]> {
+        self.hash(batch, keys)?;
         let cores = self.cores as u128;
         for h in self.hashes.iter_mut() {
-            *h = ((u128::from(*h) * cores) >> 64) as u64;
+            *h = Self::core_of(*h, cores) as u64;
         }
         Ok(&self.hashes)
     }
@@ -280,15 +308,15 @@ impl KeyRouter {
         if n == 0 {
             return Ok(out);
         }
-        self.assign(batch, keys)?;
+        self.hash(batch, keys)?;
         let expect = n / self.cores + n / (4 * self.cores) + 16;
         for v in &mut self.indices {
             v.clear();
             v.reserve(expect);
         }
-        for (row, &core) in self.hashes.iter().enumerate() {
-            // `assign` maps every hash into `0..cores`.
-            self.indices[core as usize].push(row as u32);
+        let cores = self.cores as u128;
+        for (row, &h) in self.hashes.iter().enumerate() {
+            self.indices[Self::core_of(h, cores)].push(row as u32);
         }
         for (c, idx) in self.indices.iter_mut().enumerate() {
             out[c] = if idx.len() == n {
