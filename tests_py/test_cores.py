@@ -306,6 +306,38 @@ def test_an_operator_error_on_a_core_is_raised_by_the_next_poll():
             out.poll()
 
 
+def core_thread_cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this process's laminar core threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if not f.read().startswith("laminar-core-"):
+                    continue
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def test_idle_cores_park_instead_of_spinning():
+    with lm.Engine(cores=2) as eng:
+        src = eng.source("t", time="ts", schema=SCHEMA)
+        out = src.window(lm.tumbling("1s")).group_by("sym").agg(n=lm.count()).collect()
+        src.push(trades(1000, 1))
+        out.poll()
+        time.sleep(0.1)
+        before = core_thread_cpu_seconds()
+        time.sleep(1.0)
+        used = core_thread_cpu_seconds() - before
+        assert used < 0.1, f"two idle cores used {used:.2f} s of CPU in 1 s: they spin"
+        src.push(trades(1000, 2))  # and they wake up again
+        assert out.poll() is not None
+
+
 def threads_now() -> int:
     return len(os.listdir("/proc/self/task"))
 
