@@ -1,0 +1,151 @@
+//! `RingBuffer`: the pre-allocated slots events live in.
+//!
+//! The ring owns a power-of-two number of slots, each filled once by the factory at
+//! construction and then mutated in place for the life of the ring: publishing never allocates,
+//! moves or drops an event (its previous contents are simply overwritten by the producer's
+//! closure). Sequence `s` lives in slot `s & mask`.
+//!
+//! The ring itself synchronizes nothing. Who may touch a slot when is decided by the sequencer
+//! and the sequence barriers, which is why the slot accessors are `unsafe`: the caller states
+//! which claim or barrier gives it access. The safe entry points are the producer handles and
+//! the managed handlers built by [`Disruptor::builder`](super::Disruptor::builder).
+
+use std::fmt;
+
+use super::super::primitives::UnsafeCell;
+
+/// The largest ring accepted: large enough for anything sensible, small enough that sizes
+/// and sequences convert between `usize` and `i64` without loss on every platform.
+pub const MAX_RING_SIZE: usize = 1 << 30;
+
+/// A ring size that is zero, not a power of two, or above [`MAX_RING_SIZE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ring size {0} is not a power of two between 1 and 2^30")]
+pub struct InvalidRingSize(pub usize);
+
+/// Checks a ring size and returns its mask.
+pub(crate) fn check_size(size: usize) -> Result<usize, InvalidRingSize> {
+    if size == 0 || !size.is_power_of_two() || size > MAX_RING_SIZE {
+        return Err(InvalidRingSize(size));
+    }
+    Ok(size - 1)
+}
+
+/// A fixed ring of pre-allocated events. See the module docs.
+pub struct RingBuffer<T> {
+    slots: Box<[UnsafeCell<T>]>,
+    mask: usize,
+}
+
+// SAFETY: a slot is accessed mutably by one thread at a time (the producer holding its claim,
+// or the single handler of an exclusive stage) and shared (`&T`) by consumers only while no one
+// mutates it; the sequencer and barriers enforce this with Release/Acquire sequences (see the
+// `unsafe` accessors). `&T` handed to several consumer threads at once needs `T: Sync`; `&mut T`
+// handed to different threads over time needs `T: Send`.
+unsafe impl<T: Send + Sync> Sync for RingBuffer<T> {}
+// SAFETY: the ring owns its events; moving it moves them, hence `T: Send`.
+unsafe impl<T: Send> Send for RingBuffer<T> {}
+
+impl<T> RingBuffer<T> {
+    /// A ring of `size` slots (a power of two, at most [`MAX_RING_SIZE`]), each filled by one
+    /// call of `factory`.
+    pub fn new(size: usize, mut factory: impl FnMut() -> T) -> Result<Self, InvalidRingSize> {
+        let mask = check_size(size)?;
+        let slots = (0..size)
+            .map(|_| UnsafeCell::new(factory()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Ok(RingBuffer { slots, mask })
+    }
+
+    /// Slots in the ring.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    #[inline]
+    fn slot(&self, sequence: i64) -> &UnsafeCell<T> {
+        // `as usize` keeps the low bits, which is all the mask looks at (also for negative
+        // sequences, which the accessors' contracts exclude anyway).
+        &self.slots[(sequence as usize) & self.mask]
+    }
+
+    /// Runs `f` on a shared reference to the event of `sequence`.
+    ///
+    /// # Safety
+    /// No one may mutate the slot while `f` runs: `sequence` must be published and visible to
+    /// the caller (returned by a [`SequenceBarrier`](super::SequenceBarrier) wait), the caller's
+    /// own consumer sequence must still be below `sequence` (so producers, gated on it, cannot
+    /// reclaim the slot), and no exclusive (`&mut`) handler may be processing `sequence`.
+    #[inline]
+    pub unsafe fn with_slot<R>(&self, sequence: i64, f: impl FnOnce(&T) -> R) -> R {
+        // SAFETY: the caller guarantees that nobody mutates the slot meanwhile (see above).
+        self.slot(sequence).with(|p| f(unsafe { &*p }))
+    }
+
+    /// Runs `f` on an exclusive reference to the event of `sequence`.
+    ///
+    /// # Safety
+    /// No one else may access the slot while `f` runs: either the caller holds an unpublished
+    /// claim on `sequence` whose wrap point the gating sequences have passed, or the caller is
+    /// the only consumer of its stage and `sequence` is available to it but not yet released
+    /// by it.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn with_slot_mut<R>(&self, sequence: i64, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: the caller guarantees exclusive access to the slot (see above).
+        self.slot(sequence).with_mut(|p| f(unsafe { &mut *p }))
+    }
+}
+
+impl<T> fmt::Debug for RingBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingBuffer")
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(feature = "loom")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_must_be_powers_of_two() {
+        assert_eq!(RingBuffer::new(0, || 0u8).err(), Some(InvalidRingSize(0)));
+        assert_eq!(RingBuffer::new(6, || 0u8).err(), Some(InvalidRingSize(6)));
+        assert!(RingBuffer::new(MAX_RING_SIZE * 2, || 0u8).is_err());
+        assert_eq!(RingBuffer::new(1, || 0u8).map(|r| r.capacity()), Ok(1));
+        assert_eq!(RingBuffer::new(8, || 0u8).map(|r| r.capacity()), Ok(8));
+    }
+
+    #[test]
+    fn factory_fills_every_slot_once_and_slots_are_mutated_in_place() {
+        let mut calls = 0;
+        let ring = RingBuffer::new(4, || {
+            calls += 1;
+            Vec::<u32>::with_capacity(16)
+        })
+        .unwrap();
+        assert_eq!(calls, 4);
+        // SAFETY: single-threaded test; nothing else touches the ring.
+        let before = unsafe { ring.with_slot(2, |v| v.as_ptr()) };
+        for seq in [2i64, 6, 10] {
+            // SAFETY: as above.
+            unsafe {
+                ring.with_slot_mut(seq, |v| {
+                    v.clear();
+                    v.push(seq as u32);
+                })
+            };
+        }
+        // SAFETY: as above.
+        let (after, last) = unsafe { ring.with_slot(2, |v| (v.as_ptr(), v[0])) };
+        assert_eq!(
+            before, after,
+            "the event's buffer was reused, not reallocated"
+        );
+        assert_eq!(last, 10);
+    }
+}
