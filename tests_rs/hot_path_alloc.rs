@@ -2,7 +2,7 @@
 //! counts the allocations the *current thread* makes inside a marked section.
 //!
 //! - `SpscQueue` push/pop, single and batched, across two threads: no allocation at all;
-//! - the disruptor: publish (single and batch) and the consumer's handler: none;
+//! - the disruptor: publish (single and batch of 64) and the consumer's handler: none;
 //! - the reactor's per-batch path for a steady-state tumbling window (all groups exist, no
 //!   window closes): the allocations of one batch do not grow with its rows (a 10,000-row
 //!   batch allocates no more than a 100-row one), so nothing is allocated per event.
@@ -116,6 +116,53 @@ fn spsc_push_and_pop_do_not_allocate() {
     assert_eq!(sum, n * (n - 1) / 2);
     assert_eq!(allocs, 0, "producer allocated");
     assert_eq!(consumer_allocs, 0, "consumer allocated");
+}
+
+#[test]
+fn disruptor_publish_and_consume_do_not_allocate() {
+    use laminar_core::sync::disruptor::Disruptor;
+    use laminar_core::sync::wait::BusySpinWithHint;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let n = 500_000u64;
+    // The handler counts its own thread's allocations from its first event to its last.
+    let handler_allocs = Arc::new(AtomicU64::new(u64::MAX));
+    let sum = Arc::new(AtomicU64::new(0));
+    let (ha, sm) = (handler_allocs.clone(), sum.clone());
+    let mut producer = Disruptor::builder(1024, || 0u64)
+        .wait_strategy(BusySpinWithHint)
+        .handle_events_with(move |v: &u64, seq, _end| {
+            if seq == 0 {
+                COUNT.with(|c| c.set(0));
+                ACTIVE.with(|a| a.set(true));
+            }
+            sm.fetch_add(*v, Ordering::Relaxed);
+            if seq as u64 == n - 1 {
+                ACTIVE.with(|a| a.set(false));
+                ha.store(COUNT.with(Cell::get), Ordering::Release);
+            }
+            Ok(())
+        })
+        .build_single_producer()
+        .unwrap();
+    let ((), allocs) = allocations(|| {
+        let mut next = 0u64;
+        while next < n {
+            if next % 2 == 0 && n - next >= 64 {
+                producer
+                    .batch_publish(64, |i, slot| *slot = next + i as u64)
+                    .unwrap();
+                next += 64;
+            } else {
+                producer.publish(|slot| *slot = next);
+                next += 1;
+            }
+        }
+    });
+    producer.shutdown();
+    assert_eq!(sum.load(Ordering::Relaxed), n * (n - 1) / 2, "every event consumed once");
+    assert_eq!(allocs, 0, "publishing allocated");
+    assert_eq!(handler_allocs.load(Ordering::Acquire), 0, "consuming allocated");
 }
 
 fn stream_batch(rows: usize, start_ts: i64, keys: i64) -> RecordBatch {
