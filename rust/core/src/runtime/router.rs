@@ -55,14 +55,20 @@ fn hash_bytes(b: &[u8]) -> u64 {
     mix(h)
 }
 
-/// Folds the column's row hashes into `out` (the first column overwrites, so the buffer
-/// needs no reset). `hashes` yields exactly one value per row.
+/// Fibonacci hashing of an integer: one multiply by 2^64 / phi spreads any run of keys
+/// evenly over the high bits, which are the ones [`KeyRouter`] uses.
 #[inline(always)]
-fn fold(out: &mut [u64], first: bool, hashes: impl Iterator<Item = u64>) {
+fn fib(x: u64) -> u64 {
+    x.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Folds the column's row hashes into `out`: the first column fills it (so it needs no
+/// reset), later ones are mixed in. `hashes` yields exactly one value per row.
+#[inline(always)]
+fn fold(out: &mut Vec<u64>, first: bool, hashes: impl Iterator<Item = u64>) {
     if first {
-        for (o, h) in out.iter_mut().zip(hashes) {
-            *o = h;
-        }
+        out.clear();
+        out.extend(hashes);
     } else {
         for (o, h) in out.iter_mut().zip(hashes) {
             *o = mix(o.rotate_left(5) ^ h);
@@ -70,7 +76,7 @@ fn fold(out: &mut [u64], first: bool, hashes: impl Iterator<Item = u64>) {
     }
 }
 
-fn hash_primitive<T>(col: &dyn Array, out: &mut [u64], first: bool)
+fn hash_primitive<T>(col: &dyn Array, out: &mut Vec<u64>, first: bool)
 where
     T: ArrowPrimitiveType,
     T::Native: num_like::AsI64,
@@ -96,7 +102,7 @@ mod num_like {
     as_i64!(i8, i16, i32, i64, u8, u16, u32, u64);
 }
 
-fn hash_float<T>(col: &dyn Array, out: &mut [u64], first: bool, bits: impl Fn(T::Native) -> u64)
+fn hash_float<T>(col: &dyn Array, out: &mut Vec<u64>, first: bool, bits: impl Fn(T::Native) -> u64)
 where
     T: ArrowPrimitiveType,
 {
@@ -115,7 +121,7 @@ fn f64_bits(v: f64) -> u64 {
 }
 
 /// Hashes one column into `out` (combined with what is there unless `first`).
-fn hash_column(col: &ArrayRef, out: &mut [u64], first: bool) -> Result<()> {
+fn hash_column(col: &ArrayRef, out: &mut Vec<u64>, first: bool) -> Result<()> {
     match col.data_type() {
         DataType::Int8 => hash_primitive::<Int8Type>(col, out, first),
         DataType::Int16 => hash_primitive::<Int16Type>(col, out, first),
@@ -177,7 +183,7 @@ fn hash_column(col: &ArrayRef, out: &mut [u64], first: bool) -> Result<()> {
         DataType::Dictionary(_, _) => {
             // A dictionary hashes like its values (the cast expands it to one value per row).
             let values = arrow_cast::cast(col, &dictionary_value_type(col.data_type()))?;
-            let mut h = vec![0u64; values.len()];
+            let mut h = Vec::with_capacity(values.len());
             hash_column(&values, &mut h, true)?;
             fold(out, first, h.iter().copied());
         }
@@ -233,12 +239,28 @@ pub enum Selection {
 }
 
 impl Selection {
-    /// The selected rows of `batch` (the batch itself, without a copy, for `All`).
+    /// The selected rows of `batch` (the batch itself, without a copy, for `All`). Columns
+    /// that share their data (the hidden event-time column is the user's int64 time column)
+    /// are copied once.
     pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        Ok(match self {
-            Selection::All => batch.clone(),
-            Selection::Rows(idx) => arrow_select::take::take_record_batch(batch, idx)?,
-        })
+        let idx = match self {
+            Selection::All => return Ok(batch.clone()),
+            Selection::Rows(idx) => idx,
+        };
+        let data: Vec<arrow_data::ArrayData> = batch.columns().iter().map(|c| c.to_data()).collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(data.len());
+        for (i, d) in data.iter().enumerate() {
+            let same = (0..i).find(|&j| data[j].ptr_eq(d));
+            columns.push(match same {
+                Some(j) => columns[j].clone(),
+                None => arrow_select::take::take(batch.column(i).as_ref(), idx, None)?,
+            });
+        }
+        Ok(RecordBatch::try_new_with_options(
+            batch.schema(),
+            columns,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(idx.len())),
+        )?)
     }
 }
 
@@ -271,8 +293,10 @@ impl KeyRouter {
 
     /// Hashes columns `keys` of `batch` into `self.hashes`.
     fn hash(&mut self, batch: &RecordBatch, keys: &[usize]) -> Result<()> {
-        self.hashes.clear();
-        self.hashes.resize(batch.num_rows(), 0);
+        if keys.is_empty() {
+            self.hashes.clear();
+            self.hashes.resize(batch.num_rows(), 0);
+        }
         for (i, &k) in keys.iter().enumerate() {
             hash_column(batch.column(k), &mut self.hashes, i == 0)?;
         }
@@ -488,6 +512,17 @@ mod tests {
             1
         );
         assert_eq!(parts.iter().filter(|p| p.is_none()).count(), 2);
+    }
+
+    #[test]
+    fn shared_columns_are_copied_once_and_stay_shared() {
+        let t: ArrayRef = Arc::new(Int64Array::from((0..100).collect::<Vec<_>>()));
+        let b = batch(vec![("ts", t.clone()), ("k", t.clone()), ("t2", t)]);
+        let sel = Selection::Rows(UInt32Array::from(vec![1, 5, 7]));
+        let out = sel.apply(&b).unwrap();
+        assert_eq!(out.num_rows(), 3);
+        assert!(out.column(0).to_data().ptr_eq(&out.column(2).to_data()));
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 5, 7]);
     }
 
     #[test]
