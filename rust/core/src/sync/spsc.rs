@@ -193,6 +193,10 @@ impl<T: Send> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        // Publish what this end has written: after a panic in `push_with`'s `make`, `self.tail`
+        // counts slots already written but not yet published, which `Shared::drop` (reading
+        // `shared.tail`) would otherwise leak.
+        self.shared.tail.store(self.tail, Ordering::Release);
         self.shared.abandoned.store(true, Ordering::Release);
     }
 }
@@ -288,6 +292,10 @@ impl<T: Send> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        // Free what this end has taken: after a panic in `pop_batch`'s callback, `self.head`
+        // is past values already moved out but `shared.head` is not, and `Shared::drop`
+        // (reading `shared.head`) would drop those values a second time.
+        self.shared.head.store(self.head, Ordering::Release);
         self.shared.abandoned.store(true, Ordering::Release);
     }
 }

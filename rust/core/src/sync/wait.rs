@@ -19,14 +19,15 @@
 //!
 //! ## The wake-up handshake of [`Blocking`] (why no wake-up can be lost)
 //!
-//! Waiter: lock the mutex, increment `parked` (SeqCst), re-check readiness, and only then wait
-//! on the condition variable (which releases the mutex atomically). Signaller: publish
-//! (Release), issue a SeqCst fence, load `parked`; if non-zero, lock the mutex and notify all.
-//! Either the signaller's load sees the increment, and then it takes the mutex, which the waiter
-//! holds from its increment until it is inside `wait`, so the notify reaches it; or the load
-//! does not see it, and then by the total order of SeqCst operations the waiter's re-check comes
-//! after the fence and sees the published progress. LMAX 2.10.1 ("don't signal if nobody
-//! waits" without the fence) and badbatch (notify without the mutex) lost exactly this race;
+//! Waiter: lock the mutex, increment `parked` (SeqCst), issue a SeqCst fence, re-check
+//! readiness, and only then wait on the condition variable (which releases the mutex
+//! atomically). Signaller: publish (Release), issue a SeqCst fence, load `parked`; if non-zero,
+//! lock the mutex and notify all. Either the signaller's load sees the increment, and then it
+//! takes the mutex, which the waiter holds from its increment until it is inside `wait`, so the
+//! notify reaches it; or the load does not see it, and then in the total order of SeqCst fences
+//! the waiter's fence comes after the signaller's, so its re-check (Acquire loads) sees the
+//! published progress. LMAX 2.10.1 ("don't signal if nobody waits" without the fence) and
+//! badbatch (notify without the mutex) lost exactly this race;
 //! `tests_rs/sync_stress.rs` and the loom model in `tests_rs/loom_sync.rs` exercise it.
 
 use std::fmt::Debug;
@@ -213,14 +214,16 @@ impl WaitStrategy for Blocking {
         let mut guard = lock(&self.mutex);
         loop {
             self.parked.fetch_add(1, Ordering::SeqCst);
+            // `ready()` reads with Acquire, not SeqCst: without this fence the C11 model lets
+            // it miss a store made before `signal()`'s fence while `signal()` also misses the
+            // increment (store buffering), and the waiter parks for good. The loom model
+            // `blocking_wait_is_woken_by_signal` finds that deadlock without it.
+            fence(Ordering::SeqCst);
             if ready() {
                 self.parked.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
-            guard = self
-                .condvar
-                .wait(guard)
-                .unwrap_or_else(|p| p.into_inner());
+            guard = self.condvar.wait(guard).unwrap_or_else(|p| p.into_inner());
             self.parked.fetch_sub(1, Ordering::SeqCst);
             if ready() {
                 return;
