@@ -36,6 +36,8 @@ test: build-test test-rust test-py test-notebooks
 
 test-rust:
 	cargo test --workspace --profile $(CARGO_TEST_PROFILE)
+	# loom model checks of the lock-free types (the crate rebuilt against loom's atomics)
+	cargo test -p laminar-core --profile $(CARGO_TEST_PROFILE) --features loom --test loom_sync --test loom_disruptor
 
 test-py: build-test
 	$(PY) -m pytest tests_py -q
@@ -45,7 +47,8 @@ test-notebooks: build-test
 
 bench: build-release
 	cargo bench -p laminar-core --bench reactor
-	$(PY) benches/e2e.py
+	cargo bench -p laminar-core --bench messaging
+	$(PY) benches/e2e.py --cores 1,2
 
 wheel: venv
 	$(MATURIN) build --release --out dist

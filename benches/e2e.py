@@ -113,13 +113,19 @@ def run_d_session(batches, n: int, cores: int) -> dict:
 
 def bench(title: str, run, repeat: int, cores: list, state: str = "peak_groups") -> None:
     """Runs ``run(c)`` ``repeat`` times per core count ``c``, prints every run, then the best
-    one's figures, the scaling ratio against cores=1 and each core's share of the rows."""
+    one's figures per core count, the scaling ratio against cores=1 and each core's share of
+    the rows."""
+    # Rounds are interleaved (each core count once per round), so drift of this shared VM
+    # (the notes measured 4-5x swings with vCPU placement) hits every core count alike.
+    runs = {c: [] for c in cores}
+    for i in range(repeat):
+        for c in cores:
+            r = run(c)
+            runs[c].append(r)
+            print(f"  round {i + 1} cores={c}: {r['seconds']:.3f} s  {r['events_per_s'] / 1e6:.2f} M events/s")
     best_by_cores = {}
     for c in cores:
-        runs = [run(c) for _ in range(repeat)]
-        for i, r in enumerate(runs):
-            print(f"  cores={c} run {i + 1}: {r['seconds']:.3f} s  {r['events_per_s'] / 1e6:.2f} M events/s")
-        best = best_by_cores[c] = min(runs, key=lambda r: r["seconds"])
+        best = best_by_cores[c] = min(runs[c], key=lambda r: r["seconds"])
         share = ""
         if best["core_rows"]:
             total = sum(best["core_rows"])
