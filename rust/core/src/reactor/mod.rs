@@ -1,7 +1,7 @@
 //! The reactor: one single-threaded event loop that runs queries.
 //!
-//! It owns, per query, the operator chain, a [`WatermarkTracker`] over the query's sources and
-//! a [`TimerWheel`] of event-time timers. Messages are queued with [`Reactor::submit`] and
+//! It owns, per query, the operator chain, a [`WatermarkTracker`](crate::time::tracker::WatermarkTracker) over the query's sources and
+//! a [`TimerWheel`](crate::time::timer_wheel::TimerWheel) of event-time timers. Messages are queued with [`Reactor::submit`] and
 //! processed by [`Reactor::poll`], which takes a [`Budget`] so one call never runs unbounded.
 //!
 //! The reactor is event-driven, never tick-driven: a `Data` message runs through the chain

@@ -1,4 +1,4 @@
-//! One core of the runtime: a native thread that owns a [`Reactor`] and runs the commands of
+//! One core of the runtime: a native thread that owns a [`Reactor`](crate::reactor::Reactor) and runs the commands of
 //! its inbox, in order, until told to stop.
 //!
 //! The core never blocks on anything but its own empty inbox (spin briefly, yield, then park
