@@ -338,6 +338,32 @@ def test_idle_cores_park_instead_of_spinning():
         assert out.poll() is not None
 
 
+def test_pinning_is_reported_and_optional_and_one_cpu_is_enough():
+    with lm.Engine(cores=2, pin=False) as eng:
+        src = eng.source("t", time="ts", schema=SCHEMA)
+        src.window(lm.tumbling("1s")).group_by("sym").agg(n=lm.count()).collect()
+        src.push(trades(100, 1))
+        assert [c["pinned"] for c in eng.metrics()["cores"]] == [False, False]
+    # Three cores confined to one CPU (more cores than CPUs): same results, no hang.
+    script = (
+        "import os\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "import laminar as lm, pyarrow as pa\n"
+        "eng = lm.Engine(cores=3)\n"
+        "s = eng.source('s', time='ts')\n"
+        "out = s.window(lm.tumbling('10ms')).group_by('k').agg(n=lm.count()).collect()\n"
+        "s.push(pa.table({'ts': list(range(1000)), 'k': [i % 7 for i in range(1000)]}))\n"
+        "eng.flush()\n"
+        "m = eng.metrics()\n"
+        "print(sum(out.to_pandas()['n']), all(c['pinned'] for c in m['cores']))\n"
+    )
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1000", "True"]
+
+
 def threads_now() -> int:
     return len(os.listdir("/proc/self/task"))
 
