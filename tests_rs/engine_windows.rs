@@ -176,9 +176,10 @@ fn count_sum_rows(batches: &[RecordBatch]) -> Vec<(i64, i64, i64, i64, f64)> {
     rows
 }
 
-fn metrics(engine: &Engine, query: &str) -> QueryMetrics {
+fn metrics(engine: &mut Engine, query: &str) -> QueryMetrics {
     engine
         .query_reports()
+        .expect("reports")
         .into_iter()
         .find(|r| r.name == query)
         .expect("query exists")
@@ -534,7 +535,7 @@ fn run_engine(sc: &Scenario, cuts: &[usize], delay: i64) -> EngineResult {
     EngineResult {
         rows: read_rows(sc.kind, &output),
         late: read_events(sc.kind, &late),
-        metrics: metrics(&engine, "q"),
+        metrics: metrics(&mut engine, "q"),
     }
 }
 
@@ -780,7 +781,7 @@ fn rows_of_a_batch_are_judged_against_the_previous_watermark() {
         vec![(0, 10, 1, 2, 4.0)]
     );
     engine.push("s", &[tkv(&[2], &[1], &[5.0])]).unwrap(); // window [0, 10) closed: late
-    assert_eq!(metrics(&engine, "q").operators.late_dropped, 1);
+    assert_eq!(metrics(&mut engine, "q").operators.late_dropped, 1);
     engine.flush().unwrap();
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),
@@ -834,7 +835,7 @@ fn late_side_output_returns_exactly_the_late_rows() {
         engine.take_late("q").unwrap().is_empty(),
         "take_late moves the rows out"
     );
-    let m = metrics(&engine, "q").operators;
+    let m = metrics(&mut engine, "q").operators;
     assert_eq!((m.late_side_output, m.late_dropped), (2, 0));
     engine.flush().unwrap();
     assert_eq!(
@@ -873,12 +874,12 @@ fn allowed_lateness_lets_a_late_row_update_an_open_window() {
             Some(&expect_first_window),
             "lateness {lateness}"
         );
-        let dropped_before = metrics(&engine, "q").operators.late_dropped;
+        let dropped_before = metrics(&mut engine, "q").operators.late_dropped;
         assert_eq!(dropped_before, if lateness > 0 { 0 } else { 1 });
         // Past end + lateness the window is closed for good.
         engine.push("s", &[tkv(&[4], &[1], &[5.0])]).unwrap();
         assert_eq!(
-            metrics(&engine, "q").operators.late_dropped,
+            metrics(&mut engine, "q").operators.late_dropped,
             dropped_before + 1
         );
         engine.flush().unwrap();
@@ -1020,11 +1021,8 @@ fn unknown_group_by_column_is_column_not_found() {
         other => panic!("expected ColumnNotFound, got {other:?}"),
     }
     assert_eq!(engine.source_metrics()[0].rows, 0);
-    assert!(
-        engine.query_reports()[0].state.starts_with("failed"),
-        "{}",
-        engine.query_reports()[0].state
-    );
+    let state = engine.query_reports().unwrap()[0].state.clone();
+    assert!(state.starts_with("failed"), "{state}");
 }
 
 #[test]
@@ -1058,7 +1056,10 @@ fn null_timestamps_are_rejected_and_nothing_is_applied() {
     engine
         .push("s", &[tkv(&[0, 5], &[1, 1], &[1.0, 2.0])])
         .unwrap();
-    let before = (engine.source_metrics()[0].clone(), metrics(&engine, "q"));
+    let before = (
+        engine.source_metrics()[0].clone(),
+        metrics(&mut engine, "q"),
+    );
     assert_eq!(before.0.rows, 2);
     // A good batch followed by a bad one in the same push: neither is applied.
     let err = engine
@@ -1066,7 +1067,10 @@ fn null_timestamps_are_rejected_and_nothing_is_applied() {
         .unwrap_err();
     assert!(matches!(err, Error::TimeColumn { .. }), "{err:?}");
     assert_eq!(
-        (engine.source_metrics()[0].clone(), metrics(&engine, "q")),
+        (
+            engine.source_metrics()[0].clone(),
+            metrics(&mut engine, "q")
+        ),
         before,
         "failed push changed state"
     );
@@ -1206,14 +1210,14 @@ fn idle_source_stops_holding_the_watermark_after_check_idle() {
         0,
         "b (no data, not idle yet) holds the watermark"
     );
-    assert_eq!(metrics(&engine, "q").watermark, None);
+    assert_eq!(metrics(&mut engine, "q").watermark, None);
     clock.advance(51); // 101 ms without data from b
     engine.check_idle().unwrap();
     assert!(engine
         .source_metrics()
         .iter()
         .any(|s| s.name == "b" && s.idle));
-    assert_eq!(metrics(&engine, "q").watermark, Some(45));
+    assert_eq!(metrics(&mut engine, "q").watermark, Some(45));
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),
         vec![(0, 10, 1, 1, 1.0), (10, 20, 1, 1, 2.0), (30, 40, 1, 1, 3.0)]
@@ -1274,7 +1278,7 @@ fn far_future_timestamps_do_not_move_the_watermark_past_the_horizon() {
         m.watermark
     );
     assert!(m.future_rows >= 1, "{m:?}");
-    assert!(metrics(&engine, "q").watermark <= Some(1000));
+    assert!(metrics(&mut engine, "q").watermark <= Some(1000));
     let mut before_flush = engine.take_output("q").unwrap();
     // A later on-time row moves the watermark within the horizon and closes [500, 600).
     engine.push("s", &[tkv(&[650], &[1], &[3.0])]).unwrap();
@@ -1282,9 +1286,9 @@ fn far_future_timestamps_do_not_move_the_watermark_past_the_horizon() {
     // Far below 10_000_000 but beyond the horizon: on time, since the watermark did not jump.
     engine.push("s", &[tkv(&[5_000], &[1], &[4.0])]).unwrap();
     before_flush.extend(engine.take_output("q").unwrap());
-    assert_eq!(metrics(&engine, "q").operators.late_dropped, 0);
+    assert_eq!(metrics(&mut engine, "q").operators.late_dropped, 0);
     assert_eq!(count_sum_rows(&before_flush), vec![(500, 600, 1, 1, 1.0)]);
-    assert!(metrics(&engine, "q").watermark <= Some(1000));
+    assert!(metrics(&mut engine, "q").watermark <= Some(1000));
     engine.flush().unwrap();
     assert_eq!(
         count_sum_rows(&engine.take_output("q").unwrap()),

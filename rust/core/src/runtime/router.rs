@@ -55,13 +55,6 @@ fn hash_bytes(b: &[u8]) -> u64 {
     mix(h)
 }
 
-/// Fibonacci hashing of an integer: one multiply by 2^64 / phi spreads any run of keys
-/// evenly over the high bits, which are the ones [`KeyRouter`] uses.
-#[inline(always)]
-fn fib(x: u64) -> u64 {
-    x.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
 /// Folds the column's row hashes into `out`: the first column fills it (so it needs no
 /// reset), later ones are mixed in. `hashes` yields exactly one value per row.
 #[inline(always)]
@@ -247,7 +240,8 @@ impl Selection {
             Selection::All => return Ok(batch.clone()),
             Selection::Rows(idx) => idx,
         };
-        let data: Vec<arrow_data::ArrayData> = batch.columns().iter().map(|c| c.to_data()).collect();
+        let data: Vec<arrow_data::ArrayData> =
+            batch.columns().iter().map(|c| c.to_data()).collect();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(data.len());
         for (i, d) in data.iter().enumerate() {
             let same = (0..i).find(|&j| data[j].ptr_eq(d));
@@ -522,7 +516,10 @@ mod tests {
         let out = sel.apply(&b).unwrap();
         assert_eq!(out.num_rows(), 3);
         assert!(out.column(0).to_data().ptr_eq(&out.column(2).to_data()));
-        assert_eq!(out.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 5, 7]);
+        assert_eq!(
+            out.column(1).as_primitive::<Int64Type>().values().to_vec(),
+            vec![1, 5, 7]
+        );
     }
 
     #[test]
