@@ -97,10 +97,31 @@ impl<W: WaitStrategy> SequenceBarrier<W> {
     /// not available.
     #[inline]
     pub fn wait_for(&self, sequence: i64) -> Result<i64, Alerted> {
-        let mut available = self.available(sequence);
+        let available = self.available(sequence);
         if available >= sequence {
             return Ok(available);
         }
+        self.wait_slow(sequence)
+    }
+
+    /// [`wait_for`](Self::wait_for), also telling whether it had to wait (`false` when
+    /// `sequence` was available at the first look).
+    #[inline]
+    pub(crate) fn wait_for_noting(&self, sequence: i64) -> Result<(i64, bool), Alerted> {
+        let available = self.available(sequence);
+        if available >= sequence {
+            return Ok((available, false));
+        }
+        self.wait_slow(sequence).map(|available| (available, true))
+    }
+
+    /// The waiting part of [`wait_for`](Self::wait_for), out of line: inlined into a
+    /// consumer's batch loop, the spin loop competes with it for registers and reloads its
+    /// pointers from the stack on every check. Whether LLVM inlined it used to depend on
+    /// unrelated changes elsewhere in the module.
+    #[inline(never)]
+    fn wait_slow(&self, sequence: i64) -> Result<i64, Alerted> {
+        let mut available = self.available(sequence);
         self.wait.wait_until(&mut || {
             available = self.available(sequence);
             available >= sequence || self.alert.load(Ordering::Acquire)

@@ -11,13 +11,16 @@
 //!   last consumers, publishing a [`Claim`];
 //! - [`SequenceBarrier`] (`barrier.rs`): what a consumer waits on (the published cursor and
 //!   the consumers it depends on), with an alert for shutdown;
-//! - handlers, failure policy, counts (`handler.rs`), the [`Builder`] (`builder.rs`) and the
-//!   producer handles with shutdown (`producer.rs`).
+//! - handlers, failure policy, counts and the managed consumer loop (`handler.rs`), the
+//!   [`Builder`] (`builder.rs`) and the producer handles with shutdown (`producer.rs`).
 //!
 //! Waiting uses the strategies of [`crate::sync::wait`]. Every wait is on a condition over
 //! sequences, and everyone who advances a sequence signals after the Release store: producers
 //! after publishing, consumers after each batch (so a producer parked by
 //! [`Blocking`](crate::sync::wait::Blocking) on a full ring wakes too), shutdown after alerting.
+//! A managed consumer that trails a streaming producer by a small batch also backs off briefly
+//! after the batch, so that the two do not trade the same cache lines for every event (see
+//! "Trailing closely" in `handler.rs`).
 //!
 //! # Invariants
 //! - A slot is written only by the producer that holds an unpublished claim on its sequence,

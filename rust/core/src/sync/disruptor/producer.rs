@@ -28,7 +28,7 @@ use super::handler::HandlerStats;
 use super::ring_buffer::RingBuffer;
 use super::sequence::{minimum_sequence, Sequence};
 use super::sequencer::{
-    Claim, ClaimError, MultiProducerSequencer, RingFull, SingleProducerSequencer,
+    check_claim, Claim, ClaimError, MultiProducerSequencer, RingFull, SingleProducerSequencer,
 };
 use crate::sync::wait::WaitStrategy;
 
@@ -121,19 +121,18 @@ pub struct SingleProducer<T, W: WaitStrategy> {
     runtime: Option<Runtime<W>>,
 }
 
-/// Publishes its claim when dropped, so that a panicking closure cannot leave a claim
-/// unpublished.
-struct PublishSingle<'a, W: WaitStrategy> {
+/// Claims and publishes the slots reserved up to `hi` when dropped: on the normal path right
+/// after they were written, and also when the filling closure panics, so that a panic cannot
+/// leave a claim unpublished.
+struct CommitSingle<'a, W: WaitStrategy> {
     sequencer: &'a mut SingleProducerSequencer<W>,
-    claim: Option<Claim>,
+    hi: i64,
 }
 
-impl<W: WaitStrategy> Drop for PublishSingle<'_, W> {
-    #[inline]
+impl<W: WaitStrategy> Drop for CommitSingle<'_, W> {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            self.sequencer.publish(claim);
-        }
+        self.sequencer.commit(self.hi);
     }
 }
 
@@ -162,35 +161,37 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
         self.sequencer.cursor()
     }
 
-    /// Writes `claim`'s slots with `fill(i, event)` (`i` counting from 0), then publishes it.
-    #[inline]
-    fn fill_and_publish(&mut self, claim: Claim, mut fill: impl FnMut(usize, &mut T)) -> i64 {
-        let (lo, hi) = (claim.lo(), claim.hi());
-        let guard = PublishSingle {
+    /// Writes the `n` slots reserved up to `hi` with `fill(i, event)` (`i` counting from 0),
+    /// then claims and publishes them.
+    #[inline(always)]
+    fn fill_and_commit(&mut self, n: i64, hi: i64, mut fill: impl FnMut(usize, &mut T)) -> i64 {
+        let slots = self.ring.slots();
+        let guard = CommitSingle {
             sequencer: &mut self.sequencer,
-            claim: Some(claim),
+            hi,
         };
-        for (i, seq) in (lo..=hi).enumerate() {
-            // SAFETY: `seq` belongs to our unpublished claim (this handle is the only
-            // producer, and later claims need `&mut self`), and the sequencer saw every
-            // gating consumer past `seq - capacity` with an Acquire load, so no consumer
-            // reads the slot until we publish it below.
-            unsafe { self.ring.with_slot_mut(seq, |event| fill(i, event)) };
+        let lo = hi - n + 1;
+        for i in 0..n {
+            // SAFETY: `lo + i <= hi` was reserved by the sequencer, which saw every gating
+            // consumer past `hi - capacity` with an Acquire load, and it is above the cursor:
+            // this handle is the only producer and holds `&mut self` until the guard publishes
+            // it below, so no consumer reads the slot and nothing else writes it meanwhile.
+            unsafe { slots.with_mut(lo + i, |event| fill(i as usize, event)) };
         }
         drop(guard);
         hi
     }
 
-    /// Writes the one slot of `claim` with `f`, then publishes it.
-    #[inline]
-    fn fill_one_and_publish<F: FnOnce(&mut T)>(&mut self, claim: Claim, f: F) -> i64 {
-        let seq = claim.lo();
-        let guard = PublishSingle {
+    /// Writes the one slot reserved at `seq` with `f`, then claims and publishes it.
+    #[inline(always)]
+    fn fill_one_and_commit<F: FnOnce(&mut T)>(&mut self, seq: i64, f: F) -> i64 {
+        let slots = self.ring.slots();
+        let guard = CommitSingle {
             sequencer: &mut self.sequencer,
-            claim: Some(claim),
+            hi: seq,
         };
-        // SAFETY: as in `fill_and_publish`: `seq` is our unpublished, gated claim.
-        unsafe { self.ring.with_slot_mut(seq, f) };
+        // SAFETY: as in `fill_and_commit`: `seq` is reserved, gated and not yet published.
+        unsafe { slots.with_mut(seq, f) };
         drop(guard);
         seq
     }
@@ -199,16 +200,16 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
     /// it in place and publishes it. Returns its sequence.
     #[inline]
     pub fn publish<F: FnOnce(&mut T)>(&mut self, f: F) -> i64 {
-        let claim = self.sequencer.claim(1);
-        self.fill_one_and_publish(claim, f)
+        let seq = self.sequencer.reserve(1);
+        self.fill_one_and_commit(seq, f)
     }
 
     /// Publishes one event if a slot is free now; otherwise returns [`RingFull`] without
     /// calling `f`.
     #[inline]
     pub fn try_publish<F: FnOnce(&mut T)>(&mut self, f: F) -> Result<i64, RingFull> {
-        let claim = self.sequencer.try_claim(1).ok_or(RingFull)?;
-        Ok(self.fill_one_and_publish(claim, f))
+        let seq = self.sequencer.try_reserve(1).ok_or(RingFull)?;
+        Ok(self.fill_one_and_commit(seq, f))
     }
 
     /// Claims `n` slots at once (waiting for them), calls `f(i, event)` for `i` in `0..n`, and
@@ -220,8 +221,9 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
         n: usize,
         f: F,
     ) -> Result<i64, ClaimError> {
-        let claim = self.sequencer.next(n)?;
-        Ok(self.fill_and_publish(claim, f))
+        let n = check_claim(n, self.sequencer.capacity())?;
+        let hi = self.sequencer.reserve(n);
+        Ok(self.fill_and_commit(n, hi, f))
     }
 
     /// [`batch_publish`](Self::batch_publish) if `n` slots are free now; otherwise
@@ -232,8 +234,9 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
         n: usize,
         f: F,
     ) -> Result<i64, ClaimError> {
-        let claim = self.sequencer.try_next(n)?;
-        Ok(self.fill_and_publish(claim, f))
+        let n = check_claim(n, self.sequencer.capacity())?;
+        let hi = self.sequencer.try_reserve(n).ok_or(ClaimError::Full)?;
+        Ok(self.fill_and_commit(n, hi, f))
     }
 
     /// The highest sequence every consumer has processed.
@@ -260,6 +263,10 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
         self.stop()
     }
 
+    // Out of line and cold (also reached from `Drop`): shutdown code inlined next to a publish
+    // loop changes how the loop compiles.
+    #[cold]
+    #[inline(never)]
     fn stop(&mut self) -> ShutdownReport {
         let last = self.sequencer.cursor();
         let handlers = match self.runtime.take() {
@@ -274,6 +281,7 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
 }
 
 impl<T, W: WaitStrategy> Drop for SingleProducer<T, W> {
+    #[inline]
     fn drop(&mut self) {
         if self.runtime.is_some() {
             self.stop();
@@ -369,6 +377,7 @@ impl<T, W: WaitStrategy> MultiProducer<T, W> {
     #[inline]
     fn fill_and_publish(&mut self, claim: Claim, mut fill: impl FnMut(usize, &mut T)) -> i64 {
         let (lo, hi) = (claim.lo(), claim.hi());
+        let slots = self.ring.slots();
         let guard = PublishMulti {
             sequencer: &self.sequencer,
             claim: Some(claim),
@@ -378,7 +387,7 @@ impl<T, W: WaitStrategy> MultiProducer<T, W> {
             // read-modify-write of the claim cursor), and the sequencer saw every gating
             // consumer past `seq - capacity` with an Acquire load, so no consumer reads the
             // slot until its availability flag is stored below.
-            unsafe { self.ring.with_slot_mut(seq, |event| fill(i, event)) };
+            unsafe { slots.with_mut(seq, |event| fill(i, event)) };
         }
         drop(guard);
         hi
@@ -460,6 +469,8 @@ impl<T, W: WaitStrategy> MultiProducer<T, W> {
         self.release()
     }
 
+    #[cold]
+    #[inline(never)]
     fn release(&mut self) -> Option<ShutdownReport> {
         if self.released {
             return None;

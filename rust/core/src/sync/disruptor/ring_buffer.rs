@@ -64,11 +64,15 @@ impl<T> RingBuffer<T> {
         self.mask + 1
     }
 
-    #[inline]
-    fn slot(&self, sequence: i64) -> &UnsafeCell<T> {
-        // `as usize` keeps the low bits, which is all the mask looks at (also for negative
-        // sequences, which the accessors' contracts exclude anyway).
-        &self.slots[(sequence as usize) & self.mask]
+    /// The slots and their mask, for loops over many sequences: read once into a local view,
+    /// they stay in registers instead of being reloaded through the ring after every atomic
+    /// store.
+    #[inline(always)]
+    pub(crate) fn slots(&self) -> Slots<'_, T> {
+        Slots {
+            slots: &self.slots,
+            mask: self.mask,
+        }
     }
 
     /// Runs `f` on a shared reference to the event of `sequence`.
@@ -81,7 +85,7 @@ impl<T> RingBuffer<T> {
     #[inline]
     pub unsafe fn with_slot<R>(&self, sequence: i64, f: impl FnOnce(&T) -> R) -> R {
         // SAFETY: the caller guarantees that nobody mutates the slot meanwhile (see above).
-        self.slot(sequence).with(|p| f(unsafe { &*p }))
+        unsafe { self.slots().with(sequence, f) }
     }
 
     /// Runs `f` on an exclusive reference to the event of `sequence`.
@@ -95,7 +99,64 @@ impl<T> RingBuffer<T> {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn with_slot_mut<R>(&self, sequence: i64, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: the caller guarantees exclusive access to the slot (see above).
-        self.slot(sequence).with_mut(|p| f(unsafe { &mut *p }))
+        unsafe { self.slots().with_mut(sequence, f) }
+    }
+}
+
+/// A borrowed view of a ring's slots (see [`RingBuffer::slots`]); its accessors have the
+/// contracts of the ring's.
+pub(crate) struct Slots<'a, T> {
+    slots: &'a [UnsafeCell<T>],
+    /// `slots.len() - 1`, with `slots.len()` a power of two.
+    mask: usize,
+}
+
+impl<T> Clone for Slots<'_, T> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Slots<'_, T> {}
+
+impl<'a, T> Slots<'a, T> {
+    /// Slots in the ring.
+    #[inline(always)]
+    pub(crate) fn capacity(self) -> usize {
+        self.mask + 1
+    }
+
+    /// The cell of `sequence` (slot `sequence & mask`).
+    #[inline(always)]
+    fn cell(self, sequence: i64) -> &'a UnsafeCell<T> {
+        // `as usize` keeps the low bits, which is all the mask looks at (also for negative
+        // sequences, which the accessors' contracts exclude anyway).
+        let index = (sequence as usize) & self.mask;
+        debug_assert!(index < self.slots.len());
+        // SAFETY: `mask == slots.len() - 1` with `slots.len()` a power of two (`check_size` in
+        // `RingBuffer::new`; neither changes afterwards), so `index <= mask < slots.len()`.
+        unsafe { self.slots.get_unchecked(index) }
+    }
+
+    /// [`RingBuffer::with_slot`] on this view.
+    ///
+    /// # Safety
+    /// As for [`RingBuffer::with_slot`].
+    #[inline(always)]
+    pub(crate) unsafe fn with<R>(self, sequence: i64, f: impl FnOnce(&T) -> R) -> R {
+        // SAFETY: the caller guarantees that nobody mutates the slot meanwhile.
+        self.cell(sequence).with(|p| f(unsafe { &*p }))
+    }
+
+    /// [`RingBuffer::with_slot_mut`] on this view.
+    ///
+    /// # Safety
+    /// As for [`RingBuffer::with_slot_mut`].
+    #[inline(always)]
+    pub(crate) unsafe fn with_mut<R>(self, sequence: i64, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: the caller guarantees exclusive access to the slot.
+        self.cell(sequence).with_mut(|p| f(unsafe { &mut *p }))
     }
 }
 
