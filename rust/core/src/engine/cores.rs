@@ -18,7 +18,9 @@ use super::partition::Partitioning;
 use super::Outbox;
 use crate::error::{Error, Result};
 use crate::reactor::{Budget, CoreMessage, QueryGraph, QueryId, QueryMetrics, Reactor, SourceId};
-use crate::runtime::{CoreCommand, CoreMetrics, KeyRouter, RuntimeConfig, ThreadPerCoreRuntime};
+use crate::runtime::{
+    CoreCommand, CoreMetrics, KeyRouter, RuntimeConfig, Selection, ThreadPerCoreRuntime,
+};
 use crate::sync::credit::CreditMetrics;
 
 /// A route of a source's data: a query input and how its rows are spread.
@@ -157,7 +159,6 @@ impl Cores {
                     query,
                     input,
                     msg: msg.clone(),
-                    credit: false,
                 })
             }
         }
@@ -201,6 +202,15 @@ impl Cores {
                     Outbox::Late => &mut g.1,
                 }))
             }
+        }
+    }
+
+    /// Brings every core's new results and counters to the engine (after everything sent
+    /// before); nothing to do inline.
+    pub fn gather(&mut self) -> Result<()> {
+        match self {
+            Cores::Inline(..) => Ok(()),
+            Cores::Threaded(t) => t.sync(),
         }
     }
 
@@ -269,10 +279,12 @@ impl Threaded {
         batch: &RecordBatch,
         credit: bool,
     ) -> Result<Vec<(usize, CoreCommand)>> {
-        let deliver = |b: RecordBatch| CoreCommand::Deliver {
+        let routed = |batch: RecordBatch, rows: Selection| CoreCommand::Routed {
             query,
             input,
-            msg: CoreMessage::Data { source, batch: b },
+            source,
+            batch,
+            rows,
             credit,
         };
         Ok(match part {
@@ -281,26 +293,16 @@ impl Threaded {
                 .partition(batch, keys)?
                 .into_iter()
                 .enumerate()
-                .filter_map(|(core, rows)| {
-                    let cmd = CoreCommand::Routed {
-                        query,
-                        input,
-                        source,
-                        batch: batch.clone(),
-                        rows: rows?,
-                        credit,
-                    };
-                    Some((core, cmd))
-                })
+                .filter_map(|(core, rows)| Some((core, routed(batch.clone(), rows?))))
                 .collect(),
             Partitioning::Even => self
                 .router
                 .split_even(batch)
                 .into_iter()
                 .enumerate()
-                .filter_map(|(core, b)| b.map(|b| (core, deliver(b))))
+                .filter_map(|(core, b)| b.map(|b| (core, routed(b, Selection::All))))
                 .collect(),
-            Partitioning::Single(core) => vec![(*core, deliver(batch.clone()))],
+            Partitioning::Single(core) => vec![(*core, routed(batch.clone(), Selection::All))],
         })
     }
 

@@ -789,13 +789,7 @@ impl Engine {
         }
         self.closed = true;
         // Gather what the cores hold, so it can still be taken, then stop them.
-        let gathered = match self.queries.iter().find_map(|q| match q.state {
-            QueryState::Running { id, .. } => Some(id),
-            _ => None,
-        }) {
-            Some(id) => self.cores.metrics(id).map(|_| ()),
-            None => Ok(()),
-        };
+        let gathered = self.cores.gather();
         let stopped = self.cores.shutdown();
         gathered.and(stopped)
     }

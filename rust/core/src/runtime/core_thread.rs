@@ -32,7 +32,8 @@ pub enum CoreCommand {
     /// A message for every query of this core that reads its source (watermarks, idleness,
     /// end of input), or for every query (processing time, lookup-table changes).
     Broadcast(CoreMessage),
-    /// A message for one input of one query only: routed data, replays.
+    /// A message other than data for one input of one query only (replays of lookup-table
+    /// changes to a query that starts later).
     Deliver {
         /// The query.
         query: QueryId,
@@ -40,11 +41,10 @@ pub enum CoreCommand {
         input: usize,
         /// The message.
         msg: CoreMessage,
-        /// Whether it holds a credit of the gate, to give back once processed.
-        credit: bool,
     },
-    /// Rows `rows` of a batch of `source` for one input of one query: the router listed the
-    /// rows, the core copies them out (so the copying is spread over the cores).
+    /// Rows `rows` of a batch of `source` for one input of one query: every piece of data a
+    /// core gets. For key-routed data the router listed the rows and the core copies them out
+    /// (so the copying is spread over the cores); otherwise `rows` is `Selection::All`.
     Routed {
         /// The query.
         query: QueryId,
@@ -188,22 +188,8 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
         CoreCommand::Sync { ticket } => reply(st, cx, ticket),
         CoreCommand::Stall(d) => std::thread::sleep(d),
         CoreCommand::Shutdown => {}
-        CoreCommand::Deliver {
-            query,
-            input,
-            msg,
-            credit,
-        } => {
-            if let CoreMessage::Data { batch, .. } = &msg {
-                cx.counters
-                    .rows
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                cx.counters.batches.fetch_add(1, Ordering::Relaxed);
-            }
+        CoreCommand::Deliver { query, input, msg } => {
             guarded(st, cx.core, |r| r.replay(query, input, &msg));
-            if credit {
-                cx.gate.release(cx.core, 1);
-            }
         }
         CoreCommand::Routed {
             query,
@@ -213,22 +199,12 @@ fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
             rows,
             credit,
         } => {
-            let core = cx.core;
-            let counters = cx.counters.clone();
-            guarded(st, core, |r| {
-                let mine = rows.apply(&batch)?;
-                counters
-                    .rows
-                    .fetch_add(mine.num_rows() as u64, Ordering::Relaxed);
-                counters.batches.fetch_add(1, Ordering::Relaxed);
-                r.replay(
-                    query,
-                    input,
-                    &CoreMessage::Data {
-                        source,
-                        batch: mine,
-                    },
-                )
+            let n = rows.len(&batch) as u64;
+            cx.counters.rows.fetch_add(n, Ordering::Relaxed);
+            cx.counters.batches.fetch_add(1, Ordering::Relaxed);
+            guarded(st, cx.core, |r| {
+                let batch = rows.apply(&batch)?;
+                r.replay(query, input, &CoreMessage::Data { source, batch })
             });
             if credit {
                 cx.gate.release(cx.core, 1);

@@ -10,8 +10,8 @@
 //!
 //! The pushing thread only hashes and lists each core's row numbers
 //! ([`KeyRouter::partition`]); each core then copies its own rows out of the shared batch
-//! (`take`), so the copying is spread over the cores instead of all landing on the pushing
-//! thread ([`KeyRouter::split`] does both at once, for callers that want every part).
+//! (`take`, [`Selection::apply`]), so the copying is spread over the cores instead of all
+//! landing on the pushing thread.
 //!
 //! The hash depends only on the key values and their type, never on the batch, the process
 //! or the thread, so equal keys always reach the same core: that is what keeps a group's
@@ -232,6 +232,14 @@ pub enum Selection {
 }
 
 impl Selection {
+    /// Number of rows selected from `batch`.
+    pub fn len(&self, batch: &RecordBatch) -> usize {
+        match self {
+            Selection::All => batch.num_rows(),
+            Selection::Rows(idx) => idx.len(),
+        }
+    }
+
     /// The selected rows of `batch` (the batch itself, without a copy, for `All`). Columns
     /// that share their data (the hidden event-time column is the user's int64 time column)
     /// are copied once.
@@ -263,7 +271,6 @@ impl Selection {
 pub struct KeyRouter {
     cores: usize,
     hashes: Vec<u64>,
-    indices: Vec<Vec<u32>>,
     /// Where [`split_even`](Self::split_even) starts next, so keyless load rotates.
     next: usize,
 }
@@ -275,7 +282,6 @@ impl KeyRouter {
         KeyRouter {
             cores,
             hashes: Vec::new(),
-            indices: vec![Vec::new(); cores],
             next: 0,
         }
     }
@@ -327,39 +333,25 @@ impl KeyRouter {
             return Ok(out);
         }
         self.hash(batch, keys)?;
+        // Fresh lists each batch: their buffers move into the arrays sent to the cores.
         let expect = n / self.cores + n / (4 * self.cores) + 16;
-        for v in &mut self.indices {
-            v.clear();
-            v.reserve(expect);
-        }
+        let mut lists: Vec<Vec<u32>> = (0..self.cores)
+            .map(|_| Vec::with_capacity(expect))
+            .collect();
         let cores = self.cores as u128;
         for (row, &h) in self.hashes.iter().enumerate() {
-            self.indices[Self::core_of(h, cores)].push(row as u32);
+            lists[Self::core_of(h, cores)].push(row as u32);
         }
-        for (c, idx) in self.indices.iter_mut().enumerate() {
+        for (c, idx) in lists.into_iter().enumerate() {
             out[c] = if idx.len() == n {
                 Some(Selection::All)
             } else if idx.is_empty() {
                 None
             } else {
-                Some(Selection::Rows(UInt32Array::from(std::mem::take(idx))))
+                Some(Selection::Rows(UInt32Array::from(idx)))
             };
         }
         Ok(out)
-    }
-
-    /// Splits `batch` by the hash of columns `keys`: entry `c` holds the rows of core `c`
-    /// (in their original order), or `None` when it has none. A batch whose rows all belong
-    /// to one core is passed on whole, without a copy.
-    pub fn split(
-        &mut self,
-        batch: &RecordBatch,
-        keys: &[usize],
-    ) -> Result<Vec<Option<RecordBatch>>> {
-        self.partition(batch, keys)?
-            .into_iter()
-            .map(|sel| sel.map(|s| s.apply(batch)).transpose())
-            .collect()
     }
 
     /// Splits `batch` into contiguous, zero-copy slices of nearly equal size, for steps that
@@ -389,6 +381,15 @@ mod tests {
     use arrow_schema::{Field, Schema};
     use std::sync::Arc;
 
+    /// Each core's rows, as the cores take them.
+    fn split(r: &mut KeyRouter, b: &RecordBatch, keys: &[usize]) -> Vec<Option<RecordBatch>> {
+        let parts = r.partition(b, keys).unwrap();
+        parts
+            .into_iter()
+            .map(|p| p.map(|s| s.apply(b).unwrap()))
+            .collect()
+    }
+
     fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
         let fields: Vec<Field> = cols
             .iter()
@@ -410,7 +411,7 @@ mod tests {
             ("v", Arc::new(Int64Array::from(vals)) as ArrayRef),
         ]);
         let mut r = KeyRouter::new(3);
-        let parts = r.split(&b, &[0]).unwrap();
+        let parts = split(&mut r, &b, &[0]);
         let mut owner = std::collections::HashMap::new();
         let mut seen = Vec::new();
         for (c, p) in parts.iter().enumerate() {
@@ -473,7 +474,7 @@ mod tests {
         let h = r.assign(&b, &[0, 1]).unwrap().to_vec();
         assert_eq!(h[0], h[2]);
         assert_eq!(h[1], h[3]);
-        let parts = r.split(&b, &[0, 1]).unwrap();
+        let parts = split(&mut r, &b, &[0, 1]);
         assert_eq!(
             parts.iter().flatten().map(|p| p.num_rows()).sum::<usize>(),
             4

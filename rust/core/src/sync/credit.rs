@@ -198,8 +198,9 @@ impl CreditGate {
         }
     }
 
-    /// Takes one credit of `channel` if one is free and the channel is not backpressured.
-    pub fn try_acquire(&self, channel: usize) -> bool {
+    /// Takes one credit of `channel` if one is free and the channel is not backpressured,
+    /// without counting it (see [`try_acquire`](Self::try_acquire)).
+    fn take(&self, channel: usize) -> bool {
         let Some(ch) = self.channels.get(channel) else {
             return false;
         };
@@ -211,9 +212,7 @@ impl CreditGate {
                 ch.floating_used.fetch_add(1, Ordering::AcqRel);
                 true
             });
-        if granted {
-            self.acquired.fetch_add(1, Ordering::Relaxed);
-        } else {
+        if !granted {
             ch.backpressured.store(true, Ordering::Release);
             // A release may have run between our failed attempt and the store above and seen
             // the flag clear: re-check so the channel cannot stay closed with nothing in
@@ -221,6 +220,15 @@ impl CreditGate {
             if ch.in_flight() <= self.config.low_watermark {
                 ch.backpressured.store(false, Ordering::Release);
             }
+        }
+        granted
+    }
+
+    /// Takes one credit of `channel` if one is free and the channel is not backpressured.
+    pub fn try_acquire(&self, channel: usize) -> bool {
+        let granted = self.take(channel);
+        if granted {
+            self.acquired.fetch_add(1, Ordering::Relaxed);
         }
         granted
     }
@@ -249,24 +257,27 @@ impl CreditGate {
         }
     }
 
+    /// All or nothing: a partial take is put back uncounted, so the counters see only whole
+    /// acquisitions.
     fn try_acquire_all(&self, channels: &[usize]) -> bool {
         for (i, &c) in channels.iter().enumerate() {
-            if !self.try_acquire(c) {
+            if !self.take(c) {
                 for &done in &channels[..i] {
                     self.give_back(done, 1);
                 }
-                // Rolling back is not a refusal of those channels.
-                self.acquired.fetch_sub(i as u64, Ordering::Relaxed);
-                self.released.fetch_sub(i as u64, Ordering::Relaxed);
                 return false;
             }
         }
+        self.acquired
+            .fetch_add(channels.len() as u64, Ordering::Relaxed);
         true
     }
 
-    fn give_back(&self, channel: usize, n: u64) {
+    /// Returns up to `n` credits of `channel` (floating ones to the pool first), re-opens
+    /// the channel at its low watermark, and says how many were held.
+    fn give_back(&self, channel: usize, n: u64) -> u64 {
         let Some(ch) = self.channels.get(channel) else {
-            return;
+            return 0;
         };
         let mut given = 0;
         for _ in 0..n {
@@ -277,10 +288,10 @@ impl CreditGate {
             }
             given += 1;
         }
-        self.released.fetch_add(given, Ordering::Relaxed);
         if ch.backpressured.load(Ordering::Acquire) && ch.in_flight() <= self.config.low_watermark {
             ch.backpressured.store(false, Ordering::Release);
         }
+        given
     }
 
     /// Gives `n` credits of `channel` back (the receiver processed `n` messages) and wakes a
@@ -289,7 +300,8 @@ impl CreditGate {
         if n == 0 {
             return;
         }
-        self.give_back(channel, n);
+        let given = self.give_back(channel, n);
+        self.released.fetch_add(given, Ordering::Relaxed);
         self.waiter.signal();
     }
 
