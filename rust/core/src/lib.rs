@@ -9,6 +9,10 @@
 //! - [`operator`]: vectorised filter, projection, windows and aggregates;
 //! - [`time`]: event time, watermarks, the timer wheel.
 //!
+//! Durability sits beside the reactor: [`wal`] (the write-ahead log of inputs),
+//! [`checkpoint`] (consistent snapshots of every core, their files and manifest) and
+//! [`state`] (the `StateStore` trait and its in-memory and memory-mapped stores).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use arrow_array::{Int64Array, Float64Array, RecordBatch};
@@ -42,12 +46,15 @@
 //! assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 //! ```
 
+pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod operator;
 pub mod reactor;
 pub mod runtime;
+pub mod state;
 pub mod sync;
 pub mod time;
+pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};
