@@ -23,6 +23,7 @@ __all__ = [
     "BackpressureError",
     "EngineRuntimeError",
     "AggregateOverflowError",
+    "DurabilityError",
 ]
 
 
@@ -86,4 +87,12 @@ class EngineRuntimeError(LaminarError, RuntimeError):
     """A core thread of the engine failed (an internal error); the engine cannot continue.
 
     Create a new :class:`~laminar.Engine`. Please report it with the message: it is a bug.
+    """
+
+
+class DurabilityError(LaminarError):
+    """Durable state (write-ahead log, checkpoints, the state directory) could not be written,
+    read or trusted: a damaged or foreign checkpoint, a full disk, a state directory in use.
+
+    The message names the file and what to do about it.
     """

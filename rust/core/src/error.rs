@@ -77,6 +77,10 @@ pub enum Error {
     /// A core thread of the runtime failed (it panicked, or could not be started).
     #[error("engine runtime: {0}")]
     Runtime(String),
+    /// Operator state could not be saved to or restored from a checkpoint (damaged bytes, a
+    /// snapshot of a different pipeline, or an operator that cannot be checkpointed yet).
+    #[error("checkpoint state: {0}")]
+    Snapshot(String),
     /// An error from an Arrow kernel.
     #[error("arrow error: {0}")]
     Arrow(#[from] ArrowError),
@@ -105,6 +109,8 @@ pub enum ErrorKind {
     Overflow,
     /// [`Error::Runtime`].
     Runtime,
+    /// [`Error::Snapshot`].
+    Durability,
     /// [`Error::Arrow`].
     Arrow,
 }
@@ -123,6 +129,7 @@ impl Error {
             Error::Backpressure(_) => ErrorKind::Backpressure,
             Error::Overflow(_) => ErrorKind::Overflow,
             Error::Runtime(_) => ErrorKind::Runtime,
+            Error::Snapshot(_) => ErrorKind::Durability,
             Error::Arrow(_) => ErrorKind::Arrow,
         }
     }

@@ -40,6 +40,7 @@ fn exception_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Backpressure => "BackpressureError",
         ErrorKind::Overflow => "AggregateOverflowError",
         ErrorKind::Runtime => "EngineRuntimeError",
+        ErrorKind::Durability => "DurabilityError",
         ErrorKind::Arrow => "LaminarError",
     }
 }

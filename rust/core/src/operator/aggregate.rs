@@ -226,6 +226,32 @@ impl<T: Copy> Slots<T> {
     }
 }
 
+/// The checkpoint form of one [`Accumulator`]'s per-group state.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub enum AccumulatorState {
+    /// `count()` of rows.
+    CountRows(Vec<i64>),
+    /// Integer slots: value, non-null count, arrival number.
+    Int(Vec<i64>, Vec<i64>, Vec<u64>),
+    /// Float slots: value, non-null count, arrival number.
+    Float(Vec<f64>, Vec<i64>, Vec<u64>),
+}
+
+impl<T: Clone> Slots<T> {
+    fn parts(&self) -> (Vec<T>, Vec<i64>, Vec<u64>) {
+        (self.value.clone(), self.count.clone(), self.seq.clone())
+    }
+
+    fn from_parts(value: Vec<T>, count: Vec<i64>, seq: Vec<u64>) -> Result<Self> {
+        if value.len() != count.len() || value.len() != seq.len() {
+            return Err(Error::Snapshot(
+                "aggregate slots of different lengths".into(),
+            ));
+        }
+        Ok(Slots { value, count, seq })
+    }
+}
+
 #[derive(Debug)]
 enum State {
     CountRows(Vec<i64>),
@@ -245,6 +271,51 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
+    /// A copy of the per-group state for a checkpoint.
+    pub fn save(&self) -> AccumulatorState {
+        match &self.state {
+            State::CountRows(v) => AccumulatorState::CountRows(v.clone()),
+            State::Int(s) => {
+                let (v, c, q) = s.parts();
+                AccumulatorState::Int(v, c, q)
+            }
+            State::Float(s) => {
+                let (v, c, q) = s.parts();
+                AccumulatorState::Float(v, c, q)
+            }
+        }
+    }
+
+    /// Replaces the per-group state with `state` (saved by [`save`](Self::save) from an
+    /// accumulator of the same function and type).
+    pub fn load(&mut self, state: AccumulatorState) -> Result<()> {
+        self.state = match (&self.state, state) {
+            (State::CountRows(_), AccumulatorState::CountRows(v)) => State::CountRows(v),
+            (State::Int(_), AccumulatorState::Int(v, c, q)) => {
+                State::Int(Slots::from_parts(v, c, q)?)
+            }
+            (State::Float(_), AccumulatorState::Float(v, c, q)) => {
+                State::Float(Slots::from_parts(v, c, q)?)
+            }
+            _ => {
+                return Err(Error::Snapshot(format!(
+                    "aggregate '{}': the saved state has another type (was the pipeline changed?)",
+                    self.output.name()
+                )))
+            }
+        };
+        Ok(())
+    }
+
+    /// Groups this accumulator has slots for.
+    pub fn slots(&self) -> usize {
+        match &self.state {
+            State::CountRows(v) => v.len(),
+            State::Int(s) => s.value.len(),
+            State::Float(s) => s.value.len(),
+        }
+    }
+
     /// Binds `spec` against `schema`.
     pub fn new(spec: &AggSpec, schema: &Schema) -> Result<Self> {
         let Some(name) = &spec.column else {

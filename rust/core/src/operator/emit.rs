@@ -86,6 +86,16 @@ pub struct PeriodicClock {
 }
 
 impl PeriodicClock {
+    /// A clock whose current period started at `last` (as read by [`last`](Self::last)).
+    pub fn at(last: Option<Timestamp>) -> Self {
+        PeriodicClock { last }
+    }
+
+    /// When the current period started (`None`: no periodic emit seen yet).
+    pub fn last(&self) -> Option<Timestamp> {
+        self.last
+    }
+
     /// Whether a periodic emit is due at `now` under `emit` (never for other strategies);
     /// when it is, the next period starts at `now`.
     pub fn due(&mut self, emit: EmitSpec, now: Timestamp) -> bool {

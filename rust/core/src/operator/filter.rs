@@ -37,6 +37,14 @@ impl Filter {
 }
 
 impl Operator for Filter {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "filter"
     }

@@ -73,6 +73,79 @@ impl GroupIds {
     }
 }
 
+/// The checkpoint form of [`GroupIds`].
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupIdsState {
+    window: Vec<i64>,
+    free: Vec<u32>,
+    live: u64,
+    peak: u64,
+}
+
+impl GroupIds {
+    /// A copy of the ids for a checkpoint.
+    pub fn save(&self) -> GroupIdsState {
+        GroupIdsState {
+            window: self.window.clone(),
+            free: self.free.clone(),
+            live: self.live as u64,
+            peak: self.peak as u64,
+        }
+    }
+
+    /// Ids as saved by [`save`](Self::save); checks the free list against the slots.
+    pub fn load(state: GroupIdsState) -> Result<GroupIds> {
+        let n = state.window.len();
+        let mut seen = vec![false; n];
+        for &g in &state.free {
+            let ok = (g as usize) < n && !std::mem::replace(&mut seen[g as usize], true);
+            if !ok {
+                return Err(Error::Snapshot(format!(
+                    "group ids: free id {g} is out of range or listed twice"
+                )));
+            }
+        }
+        if state.live as usize != n - state.free.len() || state.peak < state.live {
+            return Err(Error::Snapshot(
+                "group ids: live/peak counts do not add up".into(),
+            ));
+        }
+        Ok(GroupIds {
+            window: state.window,
+            free: state.free,
+            live: state.live as usize,
+            peak: state.peak as usize,
+        })
+    }
+
+    /// The live ids, ascending.
+    pub fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut free = vec![false; self.window.len()];
+        for &g in &self.free {
+            free[g as usize] = true;
+        }
+        (0..self.window.len() as u32).filter(move |&g| !free[g as usize])
+    }
+}
+
+/// The checkpoint form of [`GroupKeys`]: the key of every group id (the hash table is rebuilt
+/// on restore, so nothing depends on hash seeds).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub enum GroupKeysState {
+    /// [`IntKeys`]: value and null flag per group id.
+    Int {
+        /// Key value per group id.
+        key: Vec<i64>,
+        /// Null flag per group id.
+        null: Vec<bool>,
+    },
+    /// [`RowKeys`]: Arrow row-format bytes per group id.
+    Rows {
+        /// Encoded key per group id.
+        bytes: Vec<Vec<u8>>,
+    },
+}
+
 /// The key layout of one query.
 pub enum GroupKeys {
     /// No key or one integer key.
@@ -181,6 +254,63 @@ impl GroupKeys {
             }
             _ => Err(Error::InvalidPlan(
                 "group tables of different layouts cannot be merged".into(),
+            )),
+        }
+    }
+
+    /// A copy of the keys for a checkpoint.
+    pub fn save(&self) -> GroupKeysState {
+        match self {
+            GroupKeys::Int(k) => GroupKeysState::Int {
+                key: k.key.clone(),
+                null: k.null.clone(),
+            },
+            GroupKeys::Rows(k) => GroupKeysState::Rows {
+                bytes: k.bytes.clone(),
+            },
+        }
+    }
+
+    /// Replaces the keys with `state` and rebuilds the table over the live groups of `ids`.
+    pub fn load(&mut self, state: GroupKeysState, ids: &GroupIds) -> Result<()> {
+        let live: Vec<u32> = ids.live_ids().collect();
+        let too_short = |len: usize| live.last().is_some_and(|&g| g as usize >= len);
+        match (self, state) {
+            (GroupKeys::Int(k), GroupKeysState::Int { key, null }) => {
+                if key.len() != null.len() || too_short(key.len()) {
+                    return Err(Error::Snapshot("group keys: fewer keys than groups".into()));
+                }
+                k.key = key;
+                k.null = null;
+                k.table = HashTable::with_capacity(live.len());
+                for g in live {
+                    let gi = g as usize;
+                    let h = IntKeys::hash(&k.hasher, ids.window(g), k.key[gi], k.null[gi]);
+                    let (hasher, key, null) = (&k.hasher, &k.key, &k.null);
+                    k.table.insert_unique(h, g, |&x| {
+                        IntKeys::hash(hasher, ids.window(x), key[x as usize], null[x as usize])
+                    });
+                }
+                Ok(())
+            }
+            (GroupKeys::Rows(k), GroupKeysState::Rows { bytes }) => {
+                if too_short(bytes.len()) {
+                    return Err(Error::Snapshot("group keys: fewer keys than groups".into()));
+                }
+                k.bytes = bytes;
+                k.table = HashTable::with_capacity(live.len());
+                for g in live {
+                    let (hasher, bytes) = (&k.hasher, &k.bytes);
+                    let h = hasher.hash_one((ids.window(g), bytes[g as usize].as_slice()));
+                    k.table.insert_unique(h, g, |&x| {
+                        hasher.hash_one((ids.window(x), bytes[x as usize].as_slice()))
+                    });
+                }
+                Ok(())
+            }
+            _ => Err(Error::Snapshot(
+                "group keys: the saved key layout differs from this query's (was the pipeline changed?)"
+                    .into(),
             )),
         }
     }

@@ -18,6 +18,7 @@ pub mod interval_join;
 pub mod lookup_join;
 pub mod project;
 pub mod session_window;
+pub mod snapshot;
 pub mod window;
 pub mod window_aggregate;
 
@@ -55,6 +56,32 @@ pub struct OperatorMetrics {
     pub state_rows: u64,
     /// Largest number of rows held in join state at once.
     pub peak_state_rows: u64,
+}
+
+/// The counters as a fixed array, in field order (for checkpoints).
+pub(crate) fn metrics_to_array(m: &OperatorMetrics) -> [u64; 7] {
+    [
+        m.late_dropped,
+        m.late_side_output,
+        m.open_windows,
+        m.live_groups,
+        m.peak_groups,
+        m.state_rows,
+        m.peak_state_rows,
+    ]
+}
+
+/// The inverse of [`metrics_to_array`].
+pub(crate) fn metrics_from_array(a: [u64; 7]) -> OperatorMetrics {
+    OperatorMetrics {
+        late_dropped: a[0],
+        late_side_output: a[1],
+        open_windows: a[2],
+        live_groups: a[3],
+        peak_groups: a[4],
+        state_rows: a[5],
+        peak_state_rows: a[6],
+    }
 }
 
 impl OperatorMetrics {
@@ -228,5 +255,23 @@ pub trait Operator: Send {
     /// Current counters.
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics::default()
+    }
+    /// The state this operator keeps between messages, as bytes for a checkpoint (see
+    /// [`snapshot`]). Taken between messages only. Operators that keep nothing return an empty
+    /// vector; the default refuses, so that no stateful operator is checkpointed by accident
+    /// without its state.
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Err(crate::error::Error::Snapshot(format!(
+            "the {} operator cannot be checkpointed yet",
+            self.name()
+        )))
+    }
+    /// Puts back the state saved by [`snapshot`](Operator::snapshot) on an operator freshly
+    /// built from the same plan (no timers: the query restores those).
+    fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Err(crate::error::Error::Snapshot(format!(
+            "the {} operator cannot be restored from a checkpoint yet",
+            self.name()
+        )))
     }
 }

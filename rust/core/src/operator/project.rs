@@ -56,6 +56,14 @@ impl Project {
 }
 
 impl Operator for Project {
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "select"
     }

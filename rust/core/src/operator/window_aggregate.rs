@@ -30,11 +30,12 @@ use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 
-use super::aggregate::{Accumulator, AggSpec};
+use super::aggregate::{Accumulator, AccumulatorState, AggSpec};
 use super::emit::{EmitSpec, PeriodicClock, ResultLayout};
-use super::group_keys::{GroupIds, GroupKeys};
+use super::group_keys::{GroupIds, GroupIdsState, GroupKeys, GroupKeysState};
+use super::snapshot::{decode, encode};
 use super::window::{Panes, MAX_SPAN_MS};
-use super::{Operator, OperatorContext, OperatorMetrics};
+use super::{metrics_from_array, metrics_to_array, Operator, OperatorContext, OperatorMetrics};
 use crate::engine::TIME_COLUMN;
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -194,6 +195,22 @@ struct MergeArea {
 struct OpenWindow {
     /// The window has emitted its rows at its end (on_window_close with lateness).
     fired: bool,
+}
+
+/// The checkpoint form of a [`WindowAggregate`]: everything it keeps between batches.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WindowAggregateState {
+    ids: GroupIdsState,
+    keys: GroupKeysState,
+    aggs: Vec<AccumulatorState>,
+    pane_groups: Vec<(i64, Vec<u32>)>,
+    /// (start, fired) of each open window.
+    windows: Vec<(i64, bool)>,
+    metrics: [u64; 7],
+    seq: u64,
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+    periodic_last: Option<i64>,
 }
 
 /// Tumbling- or sliding-window grouped aggregation.
@@ -560,6 +577,74 @@ impl MergeArea {
 impl Operator for WindowAggregate {
     fn name(&self) -> &'static str {
         "window_aggregate"
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let m = &self.metrics;
+        encode(&WindowAggregateState {
+            ids: self.ids.save(),
+            keys: self.keys.save(),
+            aggs: self.aggs.list.iter().map(Accumulator::save).collect(),
+            pane_groups: self
+                .pane_groups
+                .iter()
+                .map(|(&p, g)| (p, g.clone()))
+                .collect(),
+            windows: self.windows.iter().map(|(&s, w)| (s, w.fired)).collect(),
+            metrics: metrics_to_array(m),
+            seq: self.seq,
+            dirty: self.dirty.clone(),
+            dirty_list: self.dirty_list.clone(),
+            periodic_last: self.periodic.last(),
+        })
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let st: WindowAggregateState = decode(state, self.name())?;
+        if st.aggs.len() != self.aggs.list.len() {
+            return Err(Error::Snapshot(format!(
+                "window_aggregate: the checkpoint has {} aggregates, the query {} (was the pipeline changed?)",
+                st.aggs.len(),
+                self.aggs.list.len()
+            )));
+        }
+        let ids = GroupIds::load(st.ids)?;
+        self.keys.load(st.keys, &ids)?;
+        let groups = ids.live_ids().last().map_or(0, |g| g as usize + 1);
+        for (acc, saved) in self.aggs.list.iter_mut().zip(st.aggs) {
+            acc.load(saved)?;
+            if acc.slots() < groups {
+                return Err(Error::Snapshot(format!(
+                    "window_aggregate: aggregate '{}' has fewer slots than groups",
+                    acc.field().name()
+                )));
+            }
+        }
+        let in_range = |g: &u32| (*g as usize) < groups;
+        if !st.pane_groups.iter().all(|(_, g)| g.iter().all(in_range))
+            || !st.dirty_list.iter().all(in_range)
+        {
+            return Err(Error::Snapshot(
+                "window_aggregate: a group id is out of range".into(),
+            ));
+        }
+        self.ids = ids;
+        self.pane_groups = st.pane_groups.into_iter().collect();
+        self.windows = st
+            .windows
+            .into_iter()
+            .map(|(s, fired)| (s, OpenWindow { fired }))
+            .collect();
+        self.metrics = metrics_from_array(st.metrics);
+        self.seq = st.seq;
+        let flags = groups.max(st.dirty.len());
+        self.dirty = st.dirty;
+        self.dirty.resize(flags, false);
+        self.dirty_list = st.dirty_list;
+        self.fresh = vec![false; flags];
+        self.seen = vec![false; flags];
+        self.periodic = PeriodicClock::at(st.periodic_last);
+        Ok(())
     }
 
     fn output_schema(&self) -> SchemaRef {

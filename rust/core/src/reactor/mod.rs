@@ -230,6 +230,22 @@ impl Reactor {
         }
     }
 
+    /// The state of every query, in query order (see `QueryRuntime::snapshot`): taken between
+    /// messages, after the outputs have been gathered.
+    pub fn snapshot(&self) -> Result<Vec<Vec<u8>>> {
+        self.queries.iter().map(QueryRuntime::snapshot).collect()
+    }
+
+    /// Puts back the state of query `query` saved by [`snapshot`](Self::snapshot).
+    pub fn restore_query(&mut self, query: QueryId, state: &[u8]) -> Result<()> {
+        match self.queries.get_mut(query as usize) {
+            Some(q) => q.restore(state),
+            None => Err(crate::error::Error::Snapshot(format!(
+                "the checkpoint holds a query {query} this pipeline does not have"
+            ))),
+        }
+    }
+
     /// Moves the query's results out (empty if none).
     pub fn take_output(&mut self, query: QueryId) -> Vec<RecordBatch> {
         self.queries

@@ -16,7 +16,8 @@
 
 use arrow_array::RecordBatch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::operator::snapshot::{decode, encode};
 use crate::operator::{shift_watermark, Operator, OperatorContext, OperatorMetrics, TimerPayload};
 use crate::time::timer_wheel::{Expired, TimerWheel};
 use crate::time::tracker::WatermarkTracker;
@@ -54,6 +55,22 @@ pub struct QueryGraph {
     pub nodes: Vec<Node>,
     /// For each query input (in tracker order), where its batches enter.
     pub inputs: Vec<Target>,
+}
+
+/// The checkpoint form of a [`QueryRuntime`] (outputs not yet taken are not part of it: a
+/// checkpoint is taken after they have been gathered).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct QueryState {
+    /// Each node's [`Operator::snapshot`].
+    operators: Vec<Vec<u8>>,
+    /// Per node: wheel time and pending `(deadline, operator, key)` in firing order.
+    timers: Vec<(i64, Vec<(i64, u32, i64)>)>,
+    node_wm: Vec<Option<i64>>,
+    /// Per input `(watermark, idle, finished)`, then the combined watermark.
+    tracker: (Vec<(i64, bool, bool)>, i64),
+    now: i64,
+    rows_in: u64,
+    rows_out: u64,
 }
 
 /// A query's runtime state. Driven only by its [`Reactor`](super::Reactor).
@@ -226,6 +243,72 @@ impl QueryRuntime {
             }
             self.call(i, |op, ctx| op.on_watermark(local, ctx))?;
         }
+        Ok(())
+    }
+
+    /// Everything the query keeps between messages, as bytes (see [`QueryState`]).
+    pub(super) fn snapshot(&self) -> Result<Vec<u8>> {
+        let operators = self
+            .nodes
+            .iter()
+            .map(|n| n.op.snapshot())
+            .collect::<Result<Vec<_>>>()?;
+        let timers = self
+            .timers
+            .iter()
+            .map(|w| {
+                let pending = w.pending().into_iter();
+                (
+                    w.now(),
+                    pending.map(|(d, p)| (d, p.operator, p.key)).collect(),
+                )
+            })
+            .collect();
+        encode(&QueryState {
+            operators,
+            timers,
+            node_wm: self.node_wm.clone(),
+            tracker: self.tracker.save(),
+            now: self.now,
+            rows_in: self.rows_in,
+            rows_out: self.rows_out,
+        })
+    }
+
+    /// Puts back what [`snapshot`](Self::snapshot) saved, on a query freshly compiled from the
+    /// same plan.
+    pub(super) fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let st: QueryState = decode(bytes, "a query")?;
+        let n = self.nodes.len();
+        if st.operators.len() != n || st.timers.len() != n || st.node_wm.len() != n {
+            return Err(Error::Snapshot(format!(
+                "the checkpoint holds a query of {} operators where this one has {n} (was the pipeline changed?)",
+                st.operators.len()
+            )));
+        }
+        let (inputs, combined) = &st.tracker;
+        let tracker = WatermarkTracker::restored(inputs, *combined, self.tracker.num_inputs())
+            .ok_or_else(|| {
+                Error::Snapshot("the checkpoint holds a query with other inputs".into())
+            })?;
+        for (node, state) in self.nodes.iter_mut().zip(&st.operators) {
+            node.op.restore(state)?;
+        }
+        self.timers = st
+            .timers
+            .into_iter()
+            .map(|(now, pending)| {
+                let pending = pending
+                    .into_iter()
+                    .map(|(d, operator, key)| (d, TimerPayload { operator, key }));
+                TimerWheel::restored(now, pending)
+            })
+            .collect();
+        self.node_wm = st.node_wm;
+        self.tracker = tracker;
+        self.now = st.now;
+        self.rows_in = st.rows_in;
+        self.rows_out = st.rows_out;
         Ok(())
     }
 

@@ -363,6 +363,35 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// Every live timer as `(deadline, payload)`, in the order they would fire (deadline, then
+    /// insertion order): what a checkpoint saves. Allocates; never on the hot path.
+    pub fn pending(&self) -> Vec<(i64, T)>
+    where
+        T: Clone,
+    {
+        let mut live: Vec<(u64, u64, &T)> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.payload.as_ref().map(|p| (e.key, e.seq, p)))
+            .collect();
+        live.sort_unstable_by_key(|&(key, seq, _)| (key, seq));
+        live.into_iter()
+            .map(|(key, _, p)| (from_key(key), p.clone()))
+            .collect()
+    }
+
+    /// A wheel at time `now` holding `pending` (as returned by [`pending`](Self::pending)):
+    /// timers fire in the same order as in the wheel they were read from.
+    pub fn restored(now: i64, pending: impl IntoIterator<Item = (i64, T)>) -> Self {
+        let mut wheel = TimerWheel::new();
+        let mut none = Vec::new();
+        wheel.advance_to(now, &mut none);
+        for (deadline, payload) in pending {
+            wheel.insert(deadline, payload);
+        }
+        wheel
+    }
+
     /// Earliest deadline of any live timer, or `None` if there is none.
     ///
     /// O(levels + log(outside)) except right after the earliest timer of a higher-level slot

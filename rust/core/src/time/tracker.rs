@@ -141,6 +141,37 @@ impl WatermarkTracker {
         self.inputs.get(input).is_some_and(|s| s.finished)
     }
 
+    /// `(watermark, idle, finished)` per input and the combined watermark: what a checkpoint
+    /// saves (watermarks as raw values, `i64::MIN` meaning none).
+    pub fn save(&self) -> (Vec<(Timestamp, bool, bool)>, Timestamp) {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|s| (s.watermark, s.idle, s.finished))
+            .collect();
+        (inputs, self.combined)
+    }
+
+    /// A tracker as saved by [`save`](Self::save); `None` if the number of inputs differs
+    /// from `expected`.
+    pub fn restored(
+        inputs: &[(Timestamp, bool, bool)],
+        combined: Timestamp,
+        expected: usize,
+    ) -> Option<Self> {
+        (inputs.len() == expected).then(|| WatermarkTracker {
+            inputs: inputs
+                .iter()
+                .map(|&(watermark, idle, finished)| InputState {
+                    watermark,
+                    idle,
+                    finished,
+                })
+                .collect(),
+            combined,
+        })
+    }
+
     /// Recomputes the combined watermark after a state change; returns it if it advanced.
     fn recompute(&mut self) -> Option<Timestamp> {
         let mut live_active = false;
