@@ -214,6 +214,63 @@ impl Cores {
         }
     }
 
+    /// Every core's query states (index: core, then query), after everything sent before:
+    /// a consistent cut of the whole engine. Results gathered on the way stay available to
+    /// [`take`](Self::take).
+    pub fn snapshot(&mut self) -> Result<Vec<Vec<Vec<u8>>>> {
+        match self {
+            Cores::Inline(r, _) => Ok(vec![r.snapshot()?]),
+            Cores::Threaded(t) => {
+                // Gather first, so that an error from earlier work is reported as such.
+                t.sync()?;
+                let reports = t.rt.sync_with(true)?;
+                let mut states = Vec::with_capacity(reports.len());
+                let mut error = None;
+                for r in reports {
+                    // Nothing was sent since the sync above: no results to keep.
+                    if error.is_none() {
+                        error = r.error;
+                    }
+                    states.push(r.snapshot.unwrap_or_default());
+                }
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                Ok(states)
+            }
+        }
+    }
+
+    /// Restores the state of every query on every core (index: core, then query), as saved
+    /// by [`snapshot`](Self::snapshot) from an engine with the same cores and queries.
+    pub fn restore(&mut self, states: Vec<Vec<Vec<u8>>>) -> Result<()> {
+        if states.len() != self.count() {
+            return Err(Error::Snapshot(format!(
+                "the checkpoint was taken with cores={}, this engine has cores={}: open it with the same number of cores",
+                states.len(),
+                self.count()
+            )));
+        }
+        match self {
+            Cores::Inline(r, _) => {
+                for (q, state) in states.into_iter().flatten().enumerate() {
+                    r.restore_query(q as QueryId, &state)?;
+                }
+                Ok(())
+            }
+            Cores::Threaded(t) => {
+                t.dirty = true;
+                for (core, queries) in states.into_iter().enumerate() {
+                    for (q, state) in queries.into_iter().enumerate() {
+                        let query = q as QueryId;
+                        t.rt.send(core, CoreCommand::Restore { query, state })?;
+                    }
+                }
+                t.sync()
+            }
+        }
+    }
+
     /// Counters of a query (summed over cores).
     pub fn metrics(&mut self, query: QueryId) -> Result<QueryMetrics> {
         match self {

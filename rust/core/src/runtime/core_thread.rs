@@ -71,6 +71,17 @@ pub enum CoreCommand {
     Sync {
         /// Echoed in the reply.
         ticket: u64,
+        /// Also reply with every query's state (a checkpoint barrier: the state is that after
+        /// everything sent before, and before anything sent after).
+        snapshot: bool,
+    },
+    /// Replace the state of a query with one saved by a snapshot (recovery). A failure is
+    /// reported by the next sync.
+    Restore {
+        /// The query.
+        query: QueryId,
+        /// Its saved state on this core.
+        state: Vec<u8>,
     },
     /// Sleep this long (tests: a slow core, to exercise backpressure).
     Stall(Duration),
@@ -100,6 +111,8 @@ pub struct CoreReport {
     pub queries: Vec<QueryOutput>,
     /// The first error since the last sync (or, after a panic, always).
     pub error: Option<Error>,
+    /// Every query's state, when the sync asked for it (see [`CoreCommand::Sync`]).
+    pub snapshot: Option<Vec<Vec<u8>>>,
 }
 
 /// Counters a core updates as it works; read by anyone at any time.
@@ -185,7 +198,10 @@ pub(super) fn run_core(mut cx: CoreContext) {
 
 fn handle(st: &mut CoreState, cx: &mut CoreContext, cmd: CoreCommand) {
     match cmd {
-        CoreCommand::Sync { ticket } => reply(st, cx, ticket),
+        CoreCommand::Sync { ticket, snapshot } => reply(st, cx, ticket, snapshot),
+        CoreCommand::Restore { query, state } => {
+            guarded(st, cx.core, |r| r.restore_query(query, &state));
+        }
         CoreCommand::Stall(d) => std::thread::sleep(d),
         CoreCommand::Shutdown => {}
         CoreCommand::Deliver { query, input, msg } => {
@@ -245,7 +261,22 @@ fn guarded(st: &mut CoreState, core: usize, f: impl FnOnce(&mut Reactor) -> Resu
     }
 }
 
-fn reply(st: &mut CoreState, cx: &mut CoreContext, ticket: u64) {
+fn reply(st: &mut CoreState, cx: &mut CoreContext, ticket: u64, snapshot: bool) {
+    let mut saved = None;
+    if snapshot && st.poisoned.is_none() && st.error.is_none() {
+        match catch_unwind(AssertUnwindSafe(|| st.reactor.snapshot())) {
+            Ok(Ok(s)) => saved = Some(s),
+            Ok(Err(e)) => {
+                st.error.get_or_insert(e);
+            }
+            Err(_) => {
+                st.error.get_or_insert(Error::Runtime(format!(
+                    "core {} panicked while saving its state",
+                    cx.core
+                )));
+            }
+        }
+    }
     let queries = (0..st.reactor.query_count() as QueryId)
         .map(|q| QueryOutput {
             output: st.reactor.take_output(q),
@@ -262,6 +293,7 @@ fn reply(st: &mut CoreState, cx: &mut CoreContext, ticket: u64) {
         ticket,
         queries,
         error,
+        snapshot: saved,
     };
     // The engine has at most one sync outstanding and drains the replies before the next,
     // so the ring has room; should it not, wait rather than lose the reply.

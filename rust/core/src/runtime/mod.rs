@@ -241,9 +241,16 @@ impl ThreadPerCoreRuntime {
     /// Waits until every core has processed everything sent before, and returns each core's
     /// reply (in core order).
     pub fn sync(&mut self) -> Result<Vec<CoreReport>> {
+        self.sync_with(false)
+    }
+
+    /// [`sync`](Self::sync); with `snapshot`, each reply also carries its core's query states
+    /// (a checkpoint barrier: every core saves its state at the same point of the stream of
+    /// commands, since every core's inbox is FIFO and this is sent to all of them at once).
+    pub fn sync_with(&mut self, snapshot: bool) -> Result<Vec<CoreReport>> {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        self.broadcast(|| CoreCommand::Sync { ticket })?;
+        self.broadcast(|| CoreCommand::Sync { ticket, snapshot })?;
         let mut reports = Vec::with_capacity(self.cores.len());
         for (core, h) in self.cores.iter_mut().enumerate() {
             loop {
