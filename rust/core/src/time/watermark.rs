@@ -95,7 +95,41 @@ pub struct WatermarkGenerator {
     future_rows: u64,
 }
 
+/// The progress of a [`WatermarkGenerator`] (everything but its configuration), as a
+/// checkpoint saves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct GeneratorState {
+    watermark: Timestamp,
+    max_event_ts: Option<Timestamp>,
+    max_punctuation: Option<Timestamp>,
+    last_data_proc_ms: i64,
+    idle: bool,
+    future_rows: u64,
+}
+
 impl WatermarkGenerator {
+    /// Its progress, for a checkpoint.
+    pub fn save(&self) -> GeneratorState {
+        GeneratorState {
+            watermark: self.watermark,
+            max_event_ts: self.max_event_ts,
+            max_punctuation: self.max_punctuation,
+            last_data_proc_ms: self.last_data_proc_ms,
+            idle: self.idle,
+            future_rows: self.future_rows,
+        }
+    }
+
+    /// Puts back progress saved by [`save`](Self::save) (the configuration stays).
+    pub fn load(&mut self, s: GeneratorState) {
+        self.watermark = s.watermark;
+        self.max_event_ts = s.max_event_ts;
+        self.max_punctuation = s.max_punctuation;
+        self.last_data_proc_ms = s.last_data_proc_ms;
+        self.idle = s.idle;
+        self.future_rows = s.future_rows;
+    }
+
     /// Creates a generator with no watermark, active (not idle), whose idle timer starts at
     /// `created_at_proc_ms` (processing time).
     pub fn new(config: GeneratorConfig, created_at_proc_ms: i64) -> Self {
