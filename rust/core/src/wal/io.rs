@@ -1,0 +1,162 @@
+//! File I/O of the write-ahead log: positioned writes, syncs, directory syncs, error mapping,
+//! and the disk-budget fault injection.
+//!
+//! Every byte the WAL writes goes through [`Disk::write_at`], so the fault injection of
+//! `WalConfig::disk_budget` sees all of it. The budget models free space: it is consumed by
+//! writes that *grow* a file (zero-filling a preallocated segment, appending to a growing one,
+//! a new segment's header), not by overwrites inside a file, which need no new blocks on a
+//! real disk either. When a write would grow files past the budget, the bytes that still fit
+//! are written and the call fails with `ENOSPC`, which is what a real full disk does (a short
+//! write, then the error).
+//!
+//! # Invariants
+//!
+//! * Every error names the path and the operation; "no space left" becomes
+//!   [`WalError::DiskFull`].
+//! * `sync_data` is `fdatasync`: enough for a file whose size and blocks do not change
+//!   (overwriting a preallocated segment). A file that was created or grew is synced with
+//!   `sync_all` (`fsync`) where its size must be durable, and its directory with
+//!   [`Disk::sync_dir`] after a create, rename or delete.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::error::WalError;
+
+/// Size of the zero buffer used to fill preallocated segments.
+pub(crate) const ZERO_CHUNK: usize = 1 << 20;
+
+/// The WAL's view of the disk: positioned writes and syncs with error mapping, plus the
+/// optional fault-injection budget.
+#[derive(Debug)]
+pub(crate) struct Disk {
+    /// Bytes that may still be written before writes fail with ENOSPC; `None`: unlimited.
+    budget: Option<AtomicU64>,
+}
+
+impl Disk {
+    pub(crate) fn new(budget: Option<u64>) -> Self {
+        Disk {
+            budget: budget.map(AtomicU64::new),
+        }
+    }
+
+    /// Takes up to `n` bytes from the budget; returns how many were granted.
+    fn grant(&self, n: u64) -> u64 {
+        let Some(b) = &self.budget else {
+            return n;
+        };
+        let mut granted = 0;
+        // fetch_update only fails when the closure returns None, which it never does.
+        let _ = b.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+            granted = left.min(n);
+            Some(left - granted)
+        });
+        granted
+    }
+
+    /// Writes all of `buf` at `offset`, or fails naming `path`.
+    pub(crate) fn write_at(
+        &self,
+        file: &File,
+        path: &Path,
+        buf: &[u8],
+        offset: u64,
+    ) -> Result<(), WalError> {
+        let mut allowed = buf.len();
+        if self.budget.is_some() {
+            // Only growth of the file takes space (a hole before `offset` takes none).
+            let len = file
+                .metadata()
+                .map_err(|e| WalError::io(path, "stat", e))?
+                .len();
+            let grows_from = len.max(offset);
+            let end = offset + buf.len() as u64;
+            let growth = end.saturating_sub(grows_from);
+            let granted = self.grant(growth);
+            if granted < growth {
+                allowed = (grows_from - offset + granted) as usize;
+            }
+        }
+        let (fits, _) = buf.split_at(allowed.min(buf.len()));
+        file.write_all_at(fits, offset)
+            .map_err(|e| WalError::io(path, "write", e))?;
+        if fits.len() < buf.len() {
+            return Err(WalError::io(
+                path,
+                "write",
+                io::Error::from_raw_os_error(28), // ENOSPC, injected by disk_budget
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes zeros over `[from, to)` of the file, in chunks of [`ZERO_CHUNK`].
+    pub(crate) fn zero_fill(
+        &self,
+        file: &File,
+        path: &Path,
+        zeros: &[u8],
+        from: u64,
+        to: u64,
+    ) -> Result<(), WalError> {
+        let mut at = from;
+        while at < to {
+            let n = ((to - at) as usize).min(zeros.len());
+            self.write_at(file, path, &zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync`.
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<(), WalError> {
+        file.sync_data()
+            .map_err(|e| WalError::io(path, "fdatasync", e))
+    }
+
+    /// `fsync` (data and metadata, including the size).
+    pub(crate) fn sync_all(&self, file: &File, path: &Path) -> Result<(), WalError> {
+        file.sync_all().map_err(|e| WalError::io(path, "fsync", e))
+    }
+
+    /// `fsync` of a directory, making creates, renames and deletes in it durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> Result<(), WalError> {
+        let d = File::open(dir).map_err(|e| WalError::io(dir, "open directory", e))?;
+        d.sync_all()
+            .map_err(|e| WalError::io(dir, "fsync directory", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_writes_the_part_that_fits_then_fails_with_disk_full() {
+        let dir = std::env::temp_dir().join(format!("laminar-wal-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let disk = Disk::new(Some(10));
+        disk.write_at(&f, &path, b"abcdef", 0).unwrap();
+        let e = disk.write_at(&f, &path, b"ghijkl", 6).unwrap_err();
+        assert!(matches!(e, WalError::DiskFull { .. }), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdefghij");
+        let e = disk.write_at(&f, &path, b"x", 10).unwrap_err();
+        assert!(matches!(e, WalError::DiskFull { .. }));
+        // Overwriting takes no space.
+        disk.write_at(&f, &path, b"XYZ", 2).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abXYZfghij");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
