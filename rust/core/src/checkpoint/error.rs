@@ -1,0 +1,70 @@
+//! Errors of checkpoint files and of the state-directory lock.
+
+use std::path::PathBuf;
+
+/// What can go wrong with checkpoint files or the state directory. Every message says which
+/// file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// An I/O call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("write", "rename", ...).
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The disk is full.
+    #[error("the disk holding {} is full: free space, then restart (the last complete checkpoint and the log are intact)", path.display())]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// A checkpoint or manifest file fails its checks.
+    #[error("{} is damaged ({reason}); CheckpointStore::fall_back (or deleting the MANIFEST to replay the whole log) recovers from an older checkpoint", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The manifest names a checkpoint whose file is gone.
+    #[error("checkpoint {id} named by the MANIFEST is missing ({}); CheckpointStore::fall_back recovers from an older checkpoint", path.display())]
+    Missing {
+        /// The checkpoint id.
+        id: u64,
+        /// Where its file should be.
+        path: PathBuf,
+    },
+    /// Checkpoint files exist but no manifest names one.
+    #[error("{} holds checkpoint files but no MANIFEST; {hint}", dir.display())]
+    NoManifest {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What to do.
+        hint: String,
+    },
+    /// Another engine holds the state directory.
+    #[error("the state directory {} is in use by another engine{}: close it first, or use another state_dir", path.display(), owner_pid.map(|p| format!(" (process {p})")).unwrap_or_default())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The process recorded in the lock file, if readable.
+        owner_pid: Option<u32>,
+    },
+}
+
+impl CheckpointError {
+    /// An I/O error on `path`, a full disk recognised as such.
+    pub fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+            CheckpointError::DiskFull { path }
+        } else {
+            CheckpointError::Io { path, op, source }
+        }
+    }
+}
