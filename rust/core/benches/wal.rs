@@ -6,7 +6,9 @@
 //! commit), with retention every 256 commits on the first appender (as checkpoints would), so
 //! that preallocated runs recycle segments. Reported: commits/s, fsyncs/s, MB/s of records
 //! (framing included), p50/p99 latency of append+commit, records per group, WAL bytes per
-//! record. Two rows with `sync = false` show the cost of durability.
+//! record. Two rows with `sync = false` show the cost of durability, and a first row without
+//! the WAL (one thread, `pwrite` + `fdatasync` into a preallocated file) the floor the disk
+//! sets, measured in the same run.
 //!
 //! The log lives in `$LAMINAR_BENCH_DIR` or the system temp directory; `--quick` runs each
 //! configuration for 0.6 s instead of 3 s. Disk numbers on a VM are noisy (multi-ms stalls):
@@ -119,6 +121,58 @@ fn run(
     }
 }
 
+/// Baseline without the WAL: one thread, `pwrite` of 4 KiB records into a zero-filled,
+/// fsynced file, then `fdatasync`, in a loop (the notes' "prealloc, 1 record per commit").
+fn raw_baseline(root: &std::path::Path, record: usize, dur: Duration) -> Row {
+    use std::os::unix::fs::FileExt;
+    let path = root.join(format!("wal-raw-{}", std::process::id()));
+    let size = 64u64 << 20;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("create");
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..size / (1 << 20) {
+        f.write_all_at(&zeros, i << 20).expect("zero-fill");
+    }
+    f.sync_all().expect("fsync");
+    let payload = vec![7u8; record];
+    let mut lat = Vec::new();
+    let mut off = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let t0 = Instant::now();
+        if off + record as u64 > size {
+            off = 0;
+        }
+        f.write_all_at(&payload, off).expect("write");
+        f.sync_data().expect("fdatasync");
+        off += record as u64;
+        lat.push(t0.elapsed());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    lat.sort_unstable();
+    let n = lat.len() as f64;
+    Row {
+        appenders: 1,
+        record,
+        preallocate: true,
+        sync: true,
+        commits_per_s: n / elapsed,
+        fsyncs_per_s: n / elapsed,
+        mb_per_s: n * record as f64 / elapsed / 1e6,
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        records_per_group: 1.0,
+        bytes_per_record: record as f64,
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let dur = Duration::from_millis(if quick { 600 } else { 3000 });
@@ -144,13 +198,26 @@ fn main() {
     }
     configs.push((4, 4 << 10, true, false));
     configs.push((4, 4 << 10, false, false));
+    let mut rows: Vec<(&str, Row)> = Vec::new();
+    rows.push((
+        "raw pwrite+fdatasync, no WAL",
+        raw_baseline(&root, 4 << 10, dur),
+    ));
     for (appenders, record, preallocate, sync) in configs {
-        let r = run(&root, appenders, record, preallocate, sync, dur);
+        rows.push(("", run(&root, appenders, record, preallocate, sync, dur)));
+    }
+    for (label, r) in rows {
         println!(
             "| {} | {} KiB | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} (+{:.2}%) |",
             r.appenders,
             r.record >> 10,
-            if r.preallocate { "preallocated" } else { "growing" },
+            if !label.is_empty() {
+                label
+            } else if r.preallocate {
+                "preallocated"
+            } else {
+                "growing"
+            },
             if r.sync { "fdatasync" } else { "off" },
             r.commits_per_s,
             r.fsyncs_per_s,

@@ -48,9 +48,10 @@ pub struct WalConfig {
     /// the writer waits up to this long after the first record of a group for more (or until
     /// 1 MiB is pending) before writing it.
     pub group_commit_delay: Duration,
-    /// Default true: one `fdatasync` per group. False: write only (the OS flushes when it
-    /// likes); for tests and "durability off" measurements. Commits then return once the
-    /// group is written.
+    /// Default true: one `fdatasync` per group. False: durability off, no sync of any kind
+    /// (groups, new segments, directories, recovery's cuts); the OS flushes when it likes.
+    /// For tests and "durability off" measurements. Commits then return once the group is
+    /// written.
     pub sync: bool,
     /// How damage found at open is handled (default [`RecoveryMode::PointInTime`]).
     pub recovery: RecoveryMode,

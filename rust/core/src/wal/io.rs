@@ -17,6 +17,8 @@
 //!   (overwriting a preallocated segment). A file that was created or grew is synced with
 //!   `sync_all` (`fsync`) where its size must be durable, and its directory with
 //!   [`Disk::sync_dir`] after a create, rename or delete.
+//! * With `WalConfig::sync` off, no sync of any kind is made (durability off, for tests and
+//!   comparisons); everything else is the same.
 
 use std::fs::File;
 use std::io;
@@ -35,12 +37,15 @@ pub(crate) const ZERO_CHUNK: usize = 1 << 20;
 pub(crate) struct Disk {
     /// Bytes that may still be written before writes fail with ENOSPC; `None`: unlimited.
     budget: Option<AtomicU64>,
+    /// False (`WalConfig::sync` off): every sync is skipped, durability off entirely.
+    sync: bool,
 }
 
 impl Disk {
-    pub(crate) fn new(budget: Option<u64>) -> Self {
+    pub(crate) fn new(budget: Option<u64>, sync: bool) -> Self {
         Disk {
             budget: budget.map(AtomicU64::new),
+            sync,
         }
     }
 
@@ -114,17 +119,26 @@ impl Disk {
 
     /// `fdatasync`.
     pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<(), WalError> {
+        if !self.sync {
+            return Ok(());
+        }
         file.sync_data()
             .map_err(|e| WalError::io(path, "fdatasync", e))
     }
 
     /// `fsync` (data and metadata, including the size).
     pub(crate) fn sync_all(&self, file: &File, path: &Path) -> Result<(), WalError> {
+        if !self.sync {
+            return Ok(());
+        }
         file.sync_all().map_err(|e| WalError::io(path, "fsync", e))
     }
 
     /// `fsync` of a directory, making creates, renames and deletes in it durable.
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<(), WalError> {
+        if !self.sync {
+            return Ok(());
+        }
         let d = File::open(dir).map_err(|e| WalError::io(dir, "open directory", e))?;
         d.sync_all()
             .map_err(|e| WalError::io(dir, "fsync directory", e))
@@ -147,7 +161,7 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
-        let disk = Disk::new(Some(10));
+        let disk = Disk::new(Some(10), true);
         disk.write_at(&f, &path, b"abcdef", 0).unwrap();
         let e = disk.write_at(&f, &path, b"ghijkl", 6).unwrap_err();
         assert!(matches!(e, WalError::DiskFull { .. }), "{e}");

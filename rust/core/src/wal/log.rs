@@ -46,7 +46,7 @@ impl Wal {
         config.validate()?;
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| WalError::io(&dir, "create directory", e))?;
-        let disk = Disk::new(config.disk_budget);
+        let disk = Disk::new(config.disk_budget, config.sync);
         let rec = recovery::recover(&dir, config.recovery, config.max_record_bytes, &disk)?;
         let settings = Settings {
             segment_bytes: config.segment_bytes,

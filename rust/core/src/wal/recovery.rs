@@ -480,7 +480,7 @@ pub fn repair_with(config: &WalConfig) -> Result<RecoveryReport, WalError> {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    let disk = Disk::new(None);
+    let disk = Disk::new(None, true);
     recover(
         &config.dir,
         RecoveryMode::PointInTime,
