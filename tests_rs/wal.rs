@@ -536,6 +536,39 @@ fn retention_deletes_or_recycles_and_read_from_still_works() {
     }
 }
 
+#[test]
+fn a_reader_overtaken_by_retention_gets_unavailable_never_a_wrong_record() {
+    let d = TempDir::new("overtaken");
+    let c = config(d.path(), 4096, true);
+    let (wal, _) = Wal::open(c).unwrap();
+    let a: Vec<Vec<u8>> = (1..=60).map(|i| payload(i, 300)).collect();
+    append_all(&wal, &a);
+    let mut reader = wal.read_from(1).unwrap();
+    assert_eq!(reader.next().unwrap().unwrap(), (1, a[0].clone()));
+    // Release everything but the last segment, then write enough to reuse the spares.
+    wal.truncate_before(wal.last_lsn()).unwrap();
+    let b: Vec<Vec<u8>> = (61..=120).map(|i| payload(i, 300)).collect();
+    append_all(&wal, &b);
+    let mut last = 1;
+    let end = loop {
+        match reader.next() {
+            Some(Ok((lsn, p))) => {
+                assert_eq!(lsn, last + 1);
+                assert_eq!(p, a[lsn as usize - 1], "wrong record at LSN {lsn}");
+                last = lsn;
+            }
+            Some(Err(e)) => break e,
+            None => panic!("the reader ended without noticing retention"),
+        }
+    };
+    assert!(
+        matches!(end, WalError::Unavailable { requested, .. } if requested == last + 1),
+        "{end}"
+    );
+    assert!(reader.next().is_none());
+    wal.close().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Damage, by kind and by recovery mode
 
