@@ -24,11 +24,13 @@ use arrow_array::RecordBatch;
 use arrow_buffer::BooleanBuffer;
 use arrow_schema::SchemaRef;
 
+use super::aggregate::{Accumulator, AccumulatorState};
 use super::emit::{EmitSpec, PeriodicClock, ResultLayout};
-use super::group_keys::{GroupIds, GroupKeys};
+use super::group_keys::{GroupIds, GroupIdsState, GroupKeys, GroupKeysState};
+use super::snapshot::{decode, encode};
 use super::window::MAX_SPAN_MS;
 use super::window_aggregate::{Aggregates, Bound, WindowConfig};
-use super::{Operator, OperatorContext, OperatorMetrics};
+use super::{metrics_from_array, metrics_to_array, Operator, OperatorContext, OperatorMetrics};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -78,6 +80,40 @@ impl Sessions {
         }
         g
     }
+}
+
+/// The checkpoint form of a [`SessionWindow`]: everything it keeps between batches. The
+/// per-session vectors are indexed by session id and saved whole (ids that are free hold
+/// values that are never read); the per-batch flags (`touched`, `redirect`) are clear between
+/// batches and are not saved, nor are the timers (the query saves those).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SessionWindowState {
+    key_ids: GroupIdsState,
+    keys: GroupKeysState,
+    /// Open sessions of each key id, sorted by start.
+    lists: Vec<Vec<u32>>,
+    ids: GroupIdsState,
+    aggs: Vec<AccumulatorState>,
+    start: Vec<i64>,
+    last: Vec<i64>,
+    key: Vec<u32>,
+    alive: Vec<bool>,
+    emitted: Vec<bool>,
+    fired: Vec<bool>,
+    armed_close: Vec<i64>,
+    armed_fire: Vec<i64>,
+    dirty: Vec<bool>,
+    metrics: [u64; 7],
+    seq: u64,
+    dirty_list: Vec<u32>,
+    periodic_last: Option<i64>,
+}
+
+/// A restore error about damaged or foreign session state.
+fn foreign(what: &str) -> Error {
+    Error::Snapshot(format!(
+        "session_window: {what} (was the pipeline changed?)"
+    ))
 }
 
 /// Session-window grouped aggregation.
@@ -305,6 +341,145 @@ impl SessionWindow {
         }
         self.release(g);
     }
+
+    /// The state to checkpoint (see [`SessionWindowState`]).
+    fn save(&self) -> SessionWindowState {
+        // Sessions found due by timers are closed by the watermark that fired them, within
+        // the same message: nothing is pending between messages.
+        debug_assert!(self.closing.is_empty() && self.firing.is_empty());
+        let s = &self.s;
+        SessionWindowState {
+            key_ids: self.key_ids.save(),
+            keys: self.keys.save(),
+            lists: self.lists.clone(),
+            ids: self.ids.save(),
+            aggs: self.aggs.list.iter().map(Accumulator::save).collect(),
+            start: s.start.clone(),
+            last: s.last.clone(),
+            key: s.key.clone(),
+            alive: s.alive.clone(),
+            emitted: s.emitted.clone(),
+            fired: s.fired.clone(),
+            armed_close: s.armed_close.clone(),
+            armed_fire: s.armed_fire.clone(),
+            dirty: s.dirty.clone(),
+            metrics: metrics_to_array(&self.metrics),
+            seq: self.seq,
+            dirty_list: self.dirty_list.clone(),
+            periodic_last: self.periodic.last(),
+        }
+    }
+
+    /// Puts back `st` after checking that it is consistent: every live session has its
+    /// fields, belongs to a live key and is listed exactly once, in its key's list.
+    fn load(&mut self, st: SessionWindowState) -> Result<()> {
+        if st.aggs.len() != self.aggs.list.len() {
+            return Err(foreign(&format!(
+                "the checkpoint has {} aggregates, the query {}",
+                st.aggs.len(),
+                self.aggs.list.len()
+            )));
+        }
+        let n = st.start.len();
+        let lens = [
+            st.last.len(),
+            st.key.len(),
+            st.alive.len(),
+            st.emitted.len(),
+            st.fired.len(),
+            st.armed_close.len(),
+            st.armed_fire.len(),
+            st.dirty.len(),
+        ];
+        if lens.iter().any(|&l| l != n) {
+            return Err(foreign("per-session vectors of different lengths"));
+        }
+        let key_ids = GroupIds::load(st.key_ids)?;
+        let mut keys = self.keys_like()?;
+        keys.load(st.keys, &key_ids)?;
+        let ids = GroupIds::load(st.ids)?;
+        let mut live = vec![false; n];
+        for g in ids.live_ids() {
+            match live.get_mut(g as usize) {
+                Some(l) => *l = true,
+                None => return Err(foreign("a session id has no session fields")),
+            }
+        }
+        if live != st.alive {
+            return Err(foreign("the live sessions disagree with the session ids"));
+        }
+        let mut key_live = vec![false; st.lists.len()];
+        for k in key_ids.live_ids() {
+            match key_live.get_mut(k as usize) {
+                Some(l) => *l = true,
+                None => return Err(foreign("a key has no session list")),
+            }
+        }
+        // Every live session is listed once, in the list of its key, in start order.
+        let mut listed = vec![false; n];
+        for (kid, list) in st.lists.iter().enumerate() {
+            if !key_live[kid] && !list.is_empty() {
+                return Err(foreign("a released key still has sessions"));
+            }
+            let mut prev = i64::MIN;
+            for &g in list {
+                let gi = g as usize;
+                let ok = gi < n
+                    && st.alive[gi]
+                    && st.key[gi] as usize == kid
+                    && !std::mem::replace(&mut listed[gi], true)
+                    && st.start[gi] >= prev;
+                if !ok {
+                    return Err(foreign("a key's session list is inconsistent"));
+                }
+                prev = st.start[gi];
+            }
+        }
+        if listed != st.alive {
+            return Err(foreign("a live session is in no key's list"));
+        }
+        if st.dirty_list.iter().any(|&g| g as usize >= n) {
+            return Err(foreign("a session id is out of range"));
+        }
+        for (acc, saved) in self.aggs.list.iter_mut().zip(st.aggs) {
+            acc.load(saved)?;
+            if acc.slots() < n {
+                return Err(foreign(&format!(
+                    "aggregate '{}' has fewer slots than sessions",
+                    acc.field().name()
+                )));
+            }
+        }
+        self.keys = keys;
+        self.key_ids = key_ids;
+        self.lists = st.lists;
+        self.ids = ids;
+        self.s = Sessions {
+            start: st.start,
+            last: st.last,
+            key: st.key,
+            alive: st.alive,
+            emitted: st.emitted,
+            fired: st.fired,
+            armed_close: st.armed_close,
+            armed_fire: st.armed_fire,
+            touched: vec![false; n],
+            dirty: st.dirty,
+            redirect: vec![u32::MAX; n],
+        };
+        self.metrics = metrics_from_array(st.metrics);
+        self.seq = st.seq;
+        self.closing.clear();
+        self.firing.clear();
+        self.dirty_list = st.dirty_list;
+        self.periodic = PeriodicClock::at(st.periodic_last);
+        Ok(())
+    }
+
+    /// An empty key table of this query's layout.
+    fn keys_like(&self) -> Result<GroupKeys> {
+        GroupKeys::new(&self.config.keys, &self.config.input)
+    }
 }
 
 impl Operator for SessionWindow {
@@ -314,6 +489,15 @@ impl Operator for SessionWindow {
 
     fn output_schema(&self) -> SchemaRef {
         self.layout.schema().clone()
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        encode(&self.save())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let st: SessionWindowState = decode(state, self.name())?;
+        self.load(st)
     }
 
     fn watermark_delay(&self) -> i64 {
