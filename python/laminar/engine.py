@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from typing import Any, Callable, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -56,7 +57,18 @@ class Engine:
     nothing of that batch. A backpressured core accepts batches again once its backlog is
     down to ``low_watermark`` (default ``credits // 2``).
 
-    ``state_dir``: durability is not available in this version; pass None.
+    ``state_dir``: makes the pipeline durable. Every push (and table update, flush and
+    processing-time step) is written to a write-ahead log in that directory before ``push``
+    returns (group commit with ``fdatasync``; ``fsync=False`` leaves it to the OS), and a
+    checkpoint of every source and every query's state on every core is taken every
+    ``checkpoint_every`` (``None``: only on :meth:`checkpoint`), keeping the last
+    ``retain_checkpoints``. Creating an engine again on the same directory, with the same
+    sources and queries, recovers: at the first push or poll (or :meth:`recover`) it loads the
+    newest checkpoint and replays the log after it, so watermarks and open windows are as they
+    were. Define every source, query and table before pushing. A directory is used by one
+    engine at a time (a lock file). With durability, ``backpressure`` must be ``"block"`` (a
+    dropped batch would be in the log). Producers that may retry after a crash pass ``seq``
+    to :meth:`Source.push` and read :meth:`Source.position` to know where to resume.
     """
 
     def __init__(
@@ -70,11 +82,21 @@ class Engine:
         low_watermark: Optional[int] = None,
         pin: bool = True,
         inbox_capacity: int = 1024,
+        checkpoint_every: Optional[Duration] = "1s",
+        retain_checkpoints: int = 3,
+        fsync: bool = True,
     ) -> None:
         if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
             raise QueryError(f"cores must be a positive int, got {cores!r}")
         if state_dir is not None:
-            raise QueryError("state_dir: durable state is not available in this version; pass state_dir=None")
+            if not isinstance(state_dir, (str, os.PathLike)):
+                raise QueryError(f"state_dir must be a path, got {state_dir!r}")
+            state_dir = os.fspath(state_dir)
+            if backpressure != "block":
+                raise QueryError("with a state_dir, backpressure must be 'block': a dropped or refused batch would already be in the log")
+        if isinstance(retain_checkpoints, bool) or not isinstance(retain_checkpoints, int) or retain_checkpoints < 1:
+            raise QueryError(f"retain_checkpoints must be an int >= 1, got {retain_checkpoints!r}")
+        checkpoint_every_ms = None if checkpoint_every is None else to_millis(checkpoint_every, "checkpoint_every", allow_zero=False)
         if backpressure not in ("block", "drop", "error"):
             raise QueryError(f"backpressure must be 'block', 'drop' or 'error', got {backpressure!r}")
         for what, v, least in (("credits", credits, 1), ("floating_credits", floating_credits, 0), ("inbox_capacity", inbox_capacity, 1)):
@@ -91,7 +113,12 @@ class Engine:
             floating_credits=floating_credits,
             low_watermark=low_watermark,
             pin=bool(pin),
+            state_dir=state_dir,
+            checkpoint_every_ms=checkpoint_every_ms,
+            retain_checkpoints=retain_checkpoints,
+            fsync=bool(fsync),
         )
+        self.state_dir = state_dir
         self._sources: dict[str, Source] = {}
         self._results: dict[str, QueryResult] = {}
         self._tables: dict[str, LookupTable] = {}
@@ -230,6 +257,24 @@ class Engine:
         afterwards raises :class:`~laminar.errors.EngineClosedError`."""
         self._native.flush()
 
+    def checkpoint(self) -> int:
+        """Takes a checkpoint now (needs a ``state_dir``): every source's progress and every
+        query's state on every core, after everything pushed so far. Returns its id.
+
+        Raises :class:`~laminar.errors.DurabilityError` when the pipeline cannot be
+        checkpointed (the log then keeps everything, so nothing is lost)."""
+        self._check_open()
+        return self._native.checkpoint()
+
+    def recover(self) -> dict:
+        """Recovers from ``state_dir`` now, if not done yet: loads the newest checkpoint and
+        replays the log after it. It also runs by itself at the first push or poll; call it
+        first to read :meth:`Source.position` before pushing. Returns ``checkpoint`` (the id
+        loaded, or None), ``replayed_records``, ``replay_failures`` (inputs that had failed
+        live and failed again) and ``seconds``."""
+        self._check_open()
+        return self._native.recover()
+
     def close(self) -> None:
         """Releases the engine. Results already collected stay readable."""
         if not self._closed:
@@ -252,7 +297,8 @@ class Engine:
         summed over cores, with how each input is spread over them). With ``cores > 1`` also
         ``cores`` (per core: rows and batches processed, queue depth, credits in use, whether
         pinned or backpressured, busy seconds) and ``backpressure`` (policy, credits acquired,
-        released, blocked, dropped, refused)."""
+        released, blocked, dropped, refused). With a ``state_dir`` also ``durability`` (WAL
+        records, bytes and syncs, checkpoints taken and skipped, what recovery did)."""
         self._native.check_idle()
         return self._native.metrics()
 
@@ -274,20 +320,34 @@ class Source(Stream):
         self.name = name
         self._spec = spec
 
-    def push(self, data: Any) -> None:
+    def push(self, data: Any, seq: Optional[int] = None) -> bool:
         """Pushes rows: a pandas or polars DataFrame, a pyarrow Table or RecordBatch, anything
         with the Arrow PyCapsule interface, or a dict of columns.
 
         The data is validated whole (schema, time column) before any row is applied, then
         processed with the GIL released. Results it completes are ready when this returns.
+        With a ``state_dir`` the push is in the write-ahead log when this returns.
+
+        ``seq``: the producer's sequence number for this push (increasing). A push whose
+        ``seq`` is at or below the highest applied is a retry and is ignored: returns False
+        (True when applied). After a restart, :meth:`position` tells where to resume.
         """
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+            raise QueryError(f"seq must be a non-negative int, got {seq!r}")
         self._engine._check_open()
         data = to_arrow(data)
         if any(t.loader is not None and self.name in t._readers for t in self._engine._tables.values()):
             if not isinstance(data, (pa.Table, pa.RecordBatch)):
                 data = pa.table(data)  # read a one-shot stream once, for the loader and the push
             self._engine._load_missing(self.name, data)
-        self._engine._native.push(self.name, data)
+        return self._engine._native.push(self.name, data, seq)
+
+    def position(self) -> dict:
+        """Where this source stands: ``rows`` and ``batches`` applied and ``last_seq``, the
+        highest ``seq`` pushed with (None if none). After recovery, where the previous run
+        left it: a restarted producer resumes after ``last_seq``."""
+        self._engine._check_open()
+        return self._engine._native.source_position(self.name)
 
     @property
     def schema(self) -> Optional[pa.Schema]:

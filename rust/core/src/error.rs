@@ -77,6 +77,12 @@ pub enum Error {
     /// A core thread of the runtime failed (it panicked, or could not be started).
     #[error("engine runtime: {0}")]
     Runtime(String),
+    /// The write-ahead log failed or holds damage it cannot repair in its recovery mode.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] crate::wal::WalError),
+    /// A checkpoint file, the manifest or the state-directory lock.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// Operator state could not be saved to or restored from a checkpoint (damaged bytes, a
     /// snapshot of a different pipeline, or an operator that cannot be checkpointed yet).
     #[error("checkpoint state: {0}")]
@@ -109,7 +115,7 @@ pub enum ErrorKind {
     Overflow,
     /// [`Error::Runtime`].
     Runtime,
-    /// [`Error::Snapshot`].
+    /// [`Error::Snapshot`], [`Error::Wal`], [`Error::Checkpoint`].
     Durability,
     /// [`Error::Arrow`].
     Arrow,
@@ -129,7 +135,7 @@ impl Error {
             Error::Backpressure(_) => ErrorKind::Backpressure,
             Error::Overflow(_) => ErrorKind::Overflow,
             Error::Runtime(_) => ErrorKind::Runtime,
-            Error::Snapshot(_) => ErrorKind::Durability,
+            Error::Snapshot(_) | Error::Wal(_) | Error::Checkpoint(_) => ErrorKind::Durability,
             Error::Arrow(_) => ErrorKind::Arrow,
         }
     }

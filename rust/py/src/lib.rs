@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use laminar_core::engine::{
-    CreditConfig, Engine, EngineConfig, Outbox, Overflow, Partitioning, QueryPlan, SourceConfig,
-    TableDef,
+    CreditConfig, DurabilityConfig, Engine, EngineConfig, Outbox, Overflow, Partitioning,
+    QueryPlan, SourceConfig, TableDef,
 };
 use laminar_core::reactor::Budget;
 use laminar_core::time::clock::SystemClock;
@@ -160,7 +160,7 @@ fn table<'py>(
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64, cores = 1, backpressure = "block", credits = 32, floating_credits = 32, low_watermark = None, pin = true))]
+    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64, cores = 1, backpressure = "block", credits = 32, floating_credits = 32, low_watermark = None, pin = true, state_dir = None, checkpoint_every_ms = Some(1000), retain_checkpoints = 3, fsync = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -172,6 +172,10 @@ impl PyEngine {
         floating_credits: u64,
         low_watermark: Option<u64>,
         pin: bool,
+        state_dir: Option<String>,
+        checkpoint_every_ms: Option<i64>,
+        retain_checkpoints: usize,
+        fsync: bool,
     ) -> PyResult<Self> {
         let overflow = Overflow::parse(backpressure).ok_or_else(|| {
             raise(
@@ -194,9 +198,21 @@ impl PyEngine {
             },
             pin,
         };
+        let durability = state_dir.map(|dir| DurabilityConfig {
+            checkpoint_every_ms,
+            retain_checkpoints: retain_checkpoints.max(1),
+            sync: fsync,
+            ..DurabilityConfig::new(dir)
+        });
         let engine = py
-            .detach(|| Engine::new(config, Arc::new(SystemClock)))
-            .map_err(|e| to_pyerr(py, e))?;
+            .detach(|| {
+                let mut engine = Engine::new(config, Arc::new(SystemClock))?;
+                if let Some(d) = durability {
+                    engine.enable_durability(d)?;
+                }
+                Ok(engine)
+            })
+            .map_err(|e: Error| to_pyerr(py, e))?;
         Ok(PyEngine {
             inner: Mutex::new(engine),
             broken: AtomicBool::new(false),
@@ -250,8 +266,16 @@ impl PyEngine {
         })
     }
 
-    /// Pushes Arrow data (anything with `__arrow_c_array__` or `__arrow_c_stream__`).
-    fn push(&self, py: Python<'_>, source: String, data: AnyRecordBatch) -> PyResult<()> {
+    /// Pushes Arrow data (anything with `__arrow_c_array__` or `__arrow_c_stream__`), with an
+    /// optional producer sequence number. Returns False when `seq` shows it was applied before.
+    #[pyo3(signature = (source, data, seq = None))]
+    fn push(
+        &self,
+        py: Python<'_>,
+        source: String,
+        data: AnyRecordBatch,
+        seq: Option<u64>,
+    ) -> PyResult<bool> {
         let reader = data.into_reader()?;
         let schema = reader.schema();
         let mut batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| {
@@ -265,7 +289,33 @@ impl PyEngine {
             // An empty table still tells the source its schema.
             batches.push(RecordBatch::new_empty(schema));
         }
-        self.call(py, move |e| e.push(&source, &batches))
+        self.call(py, move |e| e.push_seq(&source, &batches, seq))
+    }
+
+    /// Takes a checkpoint now; returns its id.
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
+        self.call(py, |e| e.checkpoint())
+    }
+
+    /// Runs recovery if not done yet; returns what it did.
+    fn recover<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.call(py, |e| e.recover())?;
+        let d = PyDict::new(py);
+        d.set_item("checkpoint", r.checkpoint)?;
+        d.set_item("replayed_records", r.replayed_records)?;
+        d.set_item("replay_failures", r.replay_failures)?;
+        d.set_item("seconds", r.seconds)?;
+        Ok(d)
+    }
+
+    /// Where a source stands: rows and batches applied, highest sequence number.
+    fn source_position<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyDict>> {
+        let p = self.call(py, move |e| e.source_position(&name))?;
+        let d = PyDict::new(py);
+        d.set_item("rows", p.rows)?;
+        d.set_item("batches", p.batches)?;
+        d.set_item("last_seq", p.last_seq)?;
+        Ok(d)
     }
 
     /// Declares lookup table `name` keyed on `on` with the rows of `data`.
@@ -372,22 +422,25 @@ impl PyEngine {
             Option<laminar_core::engine::CreditMetrics>,
             Vec<Option<Vec<laminar_core::engine::Partitioning>>>,
             EngineConfig,
+            Option<laminar_core::engine::DurabilityMetrics>,
         );
-        let (sources, queries, cores, credits, parts, config): Snapshot = self.call(py, |e| {
-            let queries = e.query_reports()?;
-            let parts = queries
-                .iter()
-                .map(|q| e.partitioning(&q.name).ok().flatten())
-                .collect();
-            Ok((
-                e.source_metrics(),
-                queries,
-                e.core_metrics(),
-                e.credit_metrics(),
-                parts,
-                e.config(),
-            ))
-        })?;
+        let (sources, queries, cores, credits, parts, config, durability): Snapshot =
+            self.call(py, |e| {
+                let queries = e.query_reports()?;
+                let parts = queries
+                    .iter()
+                    .map(|q| e.partitioning(&q.name).ok().flatten())
+                    .collect();
+                Ok((
+                    e.source_metrics(),
+                    queries,
+                    e.core_metrics(),
+                    e.credit_metrics(),
+                    parts,
+                    e.config(),
+                    e.durability_metrics(),
+                ))
+            })?;
         let out = PyDict::new(py);
         let src = PyDict::new(py);
         for s in sources {
@@ -463,6 +516,23 @@ impl PyEngine {
             d.set_item("floating_available", m.floating_available)?;
             out.set_item("backpressure", d)?;
         }
+        if let Some(m) = durability {
+            let d = PyDict::new(py);
+            d.set_item("wal_records", m.records)?;
+            d.set_item("wal_bytes", m.wal_bytes)?;
+            d.set_item("wal_syncs", m.wal_syncs)?;
+            d.set_item("durable_lsn", m.durable_lsn)?;
+            d.set_item("checkpoints", m.checkpoints)?;
+            d.set_item("last_checkpoint", m.last_checkpoint)?;
+            d.set_item("last_checkpoint_s", m.last_checkpoint_s)?;
+            d.set_item("checkpoints_skipped", m.checkpoints_skipped)?;
+            d.set_item("skip_reason", m.skip_reason)?;
+            d.set_item("recovered_checkpoint", m.recovered_checkpoint)?;
+            d.set_item("replayed_records", m.replayed_records)?;
+            d.set_item("replay_failures", m.replay_failures)?;
+            d.set_item("recovery_s", m.recovery_s)?;
+            out.set_item("durability", d)?;
+        }
         Ok(out)
     }
 
@@ -476,7 +546,7 @@ impl PyEngine {
 /// becomes a Python exception instead of aborting the interpreter.
 #[pyfunction]
 fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
-    let engine = PyEngine::new(py, 1, 1, 1, "block", 1, 0, None, false)?;
+    let engine = PyEngine::new(py, 1, 1, 1, "block", 1, 0, None, false, None, None, 3, true)?;
     engine.call(py, |_| -> Result<(), Error> {
         panic!("deliberate test panic")
     })

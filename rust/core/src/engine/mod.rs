@@ -16,8 +16,10 @@
 //! batch inside the engine and is removed from everything handed out.
 
 mod cores;
+mod durable;
 mod partition;
 mod plan;
+mod recovery;
 mod source;
 
 use std::collections::HashMap;
@@ -31,8 +33,10 @@ pub use crate::operator::interval_join::JoinKind;
 pub use crate::operator::lookup_join::{LookupKind, TableDef};
 pub use crate::runtime::CoreMetrics;
 pub use crate::sync::credit::{CreditConfig, CreditMetrics, Overflow};
+pub use durable::{DurabilityConfig, DurabilityMetrics};
 pub use partition::Partitioning;
 pub use plan::{compile, Compiled, OpSpec, QueryPlan, SourceSchema};
+pub use recovery::{RecoveryReport, SourcePosition};
 pub use source::SourceConfig;
 
 use crate::error::{Error, Result};
@@ -43,6 +47,7 @@ use crate::time::clock::{Clock, SystemClock};
 use crate::time::convert::max_at_or_below;
 use crate::time::Timestamp;
 use cores::{Admission, Cores};
+use durable::{Durable, LogRecord};
 use source::{Bound, Source};
 
 /// Name of the hidden event-time column carried inside the engine.
@@ -215,6 +220,13 @@ pub struct Engine {
     /// Some running query reads processing time: send it on every push and take.
     ticking: bool,
     closed: bool,
+    /// The write-ahead log and checkpoints, with a state directory.
+    durable: Option<Box<Durable>>,
+    /// Durability counters as they were at `close` (the log itself is closed then).
+    final_durability: Option<durable::DurabilityMetrics>,
+    /// Processing time frozen for the input being handled (live: read once per input and
+    /// logged with it; replay: the logged value), so a replay sees the times the live run saw.
+    op_now: Option<Timestamp>,
 }
 
 impl Default for Engine {
@@ -261,7 +273,15 @@ impl Engine {
             cores,
             ticking: false,
             closed: false,
+            durable: None,
+            final_durability: None,
+            op_now: None,
         }
+    }
+
+    /// Processing time: the frozen time of the input being handled, else the clock's.
+    fn now(&self) -> Timestamp {
+        self.op_now.unwrap_or_else(|| self.clock.now_ms())
     }
 
     /// The settings.
@@ -293,6 +313,7 @@ impl Engine {
     /// Declares a source.
     pub fn add_source(&mut self, config: SourceConfig) -> Result<SourceId> {
         self.check_open()?;
+        self.check_definable("a source")?;
         if self.source_ids.contains_key(&config.name) {
             return Err(Error::Duplicate {
                 kind: "source",
@@ -302,7 +323,7 @@ impl Engine {
         let id = SourceId::try_from(self.sources.len())
             .map_err(|_| Error::InvalidPlan("too many sources".into()))?;
         let name = config.name.clone();
-        self.sources.push(Source::new(config, self.clock.now_ms())?);
+        self.sources.push(Source::new(config, self.now())?);
         self.source_ids.insert(name, id);
         Ok(id)
     }
@@ -321,6 +342,7 @@ impl Engine {
     /// so no row is missed.
     pub fn add_query(&mut self, name: &str, plan: QueryPlan) -> Result<()> {
         self.check_open()?;
+        self.check_definable("a query")?;
         if self.query_ids.contains_key(name) {
             return Err(Error::Duplicate {
                 kind: "query",
@@ -541,6 +563,7 @@ impl Engine {
     /// Declares a lookup table keyed on `def.on` with initial rows `rows`.
     pub fn add_table(&mut self, def: TableDef, rows: RecordBatch) -> Result<()> {
         self.check_open()?;
+        self.check_definable("a lookup table")?;
         if self.tables.contains_key(&def.name) {
             return Err(Error::Duplicate {
                 kind: "table",
@@ -573,13 +596,26 @@ impl Engine {
         };
         self.tables.insert(def.name.clone(), def.clone());
         self.mirrors.insert(def.name.clone(), mirror);
-        self.update_table(&def.name, rows, true)
+        // Part of the definition (a restart adds it again): not logged.
+        self.apply_table_update(&def.name, rows, true)
     }
 
     /// Replaces (`replace`) or upserts rows of lookup table `name`.
     pub fn update_table(&mut self, name: &str, rows: RecordBatch, replace: bool) -> Result<()> {
         self.check_open()?;
-        let now = self.clock.now_ms();
+        self.seal()?;
+        if !self.mirrors.contains_key(name) {
+            return Err(Error::InvalidPlan(format!("unknown lookup table '{name}'")));
+        }
+        let lsn = self.begin_input(|now| LogRecord::table(name, replace, now, &rows))?;
+        let applied = self.apply_table_update(name, rows, replace);
+        self.end_input(lsn, true, applied)
+    }
+
+    /// Applies a table change (the part of [`update_table`](Self::update_table) a replay
+    /// repeats).
+    fn apply_table_update(&mut self, name: &str, rows: RecordBatch, replace: bool) -> Result<()> {
+        let now = self.now();
         let mirror = self
             .mirrors
             .get_mut(name)
@@ -649,7 +685,7 @@ impl Engine {
         let encoded = mirror.encoder.encode(&keys)?;
         let rows = mirror
             .index
-            .missing(&encoded, self.clock.now_ms(), mirror.def.ttl_ms);
+            .missing(&encoded, self.now(), mirror.def.ttl_ms);
         if rows.is_empty() {
             return Ok(None);
         }
@@ -667,15 +703,34 @@ impl Engine {
     /// Pushes batches to a source. All batches are validated first; if any is invalid nothing
     /// is applied. Returns after the reactor has processed them.
     pub fn push(&mut self, source: &str, batches: &[RecordBatch]) -> Result<()> {
+        self.push_seq(source, batches, None).map(|_| ())
+    }
+
+    /// [`push`](Self::push) with the producer's sequence number `seq` (increasing per source):
+    /// a push whose `seq` is at or below the highest applied so far is recognised as a retry
+    /// (after a crash or a reconnect) and ignored. Returns whether the batches were applied.
+    /// With a state directory the push is in the write-ahead log when this returns.
+    pub fn push_seq(
+        &mut self,
+        source: &str,
+        batches: &[RecordBatch],
+        seq: Option<u64>,
+    ) -> Result<bool> {
         self.check_open()?;
+        self.seal()?;
         let sid = self.source_id(source)?;
+        if let (Some(s), Some(last)) = (seq, self.sources[sid as usize].last_seq) {
+            if s <= last {
+                return Ok(false);
+            }
+        }
         if self.sources[sid as usize].ended {
             return Err(Error::Closed(format!(
                 "source '{source}' has ended (flush() marks the end of input); create a new Engine to process more data"
             )));
         }
         let Some(first) = batches.first() else {
-            return Ok(());
+            return Ok(true);
         };
         // Every batch is validated against the source's schema (or, on the first push, the
         // schema the first batch would fix) before anything is applied.
@@ -688,15 +743,33 @@ impl Engine {
             .iter()
             .map(|b| src.prepare(&bound, b))
             .collect::<Result<Vec<_>>>()?;
+        let lsn = self.begin_input(|now| LogRecord::push(source, seq, now, batches))?;
+        let applied = self.apply_push(sid, bound, fresh, prepared, seq);
+        self.end_input(lsn, true, applied)?;
+        Ok(true)
+    }
+
+    /// Applies a validated push (the part of [`push_seq`](Self::push_seq) a replay repeats).
+    fn apply_push(
+        &mut self,
+        sid: SourceId,
+        bound: Bound,
+        fresh: bool,
+        prepared: Vec<source::Prepared>,
+        seq: Option<u64>,
+    ) -> Result<()> {
         if fresh {
             self.bind_source(sid, bound)?;
+        }
+        if seq.is_some() {
+            self.sources[sid as usize].last_seq = seq;
         }
         self.tick()?;
         for p in prepared {
             if p.batch.num_rows() == 0 {
                 continue;
             }
-            let now = self.clock.now_ms();
+            let now = self.now();
             let rows = p.batch.num_rows() as u64;
             let admitted = self.send(
                 sid,
@@ -730,7 +803,7 @@ impl Engine {
                 )?;
             }
         }
-        self.check_idle()
+        self.mark_idle_sources()
     }
 
     /// Tells the operators the processing time (periodic emits, lookup TTLs), when one of
@@ -739,17 +812,36 @@ impl Engine {
         if !self.ticking {
             return Ok(());
         }
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.cores.run(CoreMessage::Tick { now }).map(|_| ())
     }
 
     /// Marks sources idle whose idle timeout has passed (processing time). Called by `push`
-    /// and `take_output`; callers may also call it directly.
+    /// and `take_output`; callers may also call it directly (with a state directory the
+    /// check is logged, like every input).
     pub fn check_idle(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
         }
-        let now = self.clock.now_ms();
+        self.seal()?;
+        if !self
+            .sources
+            .iter()
+            .any(|s| s.config.idle_timeout_ms.is_some())
+        {
+            return Ok(());
+        }
+        let lsn = self.begin_input(|now| Ok(LogRecord::Idle { now }))?;
+        let applied = self.mark_idle_sources();
+        self.end_input(lsn, false, applied)
+    }
+
+    /// Marks sources idle whose idle timeout has passed at the current processing time.
+    fn mark_idle_sources(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let now = self.now();
         for sid in 0..self.sources.len() {
             let src = &mut self.sources[sid];
             if !src.ended && src.generator.check_idle(now) {
@@ -767,6 +859,14 @@ impl Engine {
     /// End of input for every source: all windows close and emit. Further pushes fail.
     pub fn flush(&mut self) -> Result<()> {
         self.check_open()?;
+        self.seal()?;
+        let lsn = self.begin_input(|now| Ok(LogRecord::Flush { now }))?;
+        let applied = self.apply_flush();
+        self.end_input(lsn, true, applied)
+    }
+
+    /// Ends every source (the part of [`flush`](Self::flush) a replay repeats).
+    fn apply_flush(&mut self) -> Result<()> {
         for sid in 0..self.sources.len() {
             if !self.sources[sid].ended {
                 self.sources[sid].ended = true;
@@ -791,7 +891,15 @@ impl Engine {
         // Gather what the cores hold, so it can still be taken, then stop them.
         let gathered = self.cores.gather();
         let stopped = self.cores.shutdown();
-        gathered.and(stopped)
+        // The log is synced and the state directory released for the next engine.
+        let released = match self.durable.take() {
+            Some(d) => {
+                self.final_durability = Some(d.metrics());
+                d.close()
+            }
+            None => Ok(()),
+        };
+        gathered.and(stopped).and(released)
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -823,8 +931,8 @@ impl Engine {
         outbox: Outbox,
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
         if outbox == Outbox::Results && !self.closed {
-            self.tick()?;
-            self.check_idle()?;
+            self.seal()?;
+            self.poll_time()?;
         }
         let Some((id, output, late)) = self.running(query)? else {
             return Ok(None);

@@ -58,6 +58,9 @@ pub(crate) struct Source {
     pub batches: u64,
     /// Rows refused by backpressure policy "drop".
     pub dropped_rows: u64,
+    /// The highest sequence number a producer pushed with (`push` with `seq`): a push with
+    /// one at or below it is recognised as already applied.
+    pub last_seq: Option<u64>,
 }
 
 impl Source {
@@ -85,6 +88,7 @@ impl Source {
             rows: 0,
             batches: 0,
             dropped_rows: 0,
+            last_seq: None,
         };
         if let Some(schema) = source.config.schema.clone() {
             source.bound = Some(source.bind(&schema)?);

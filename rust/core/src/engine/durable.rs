@@ -1,0 +1,338 @@
+//! Durability of an engine: the write-ahead log of its inputs, its checkpoints, and recovery.
+//!
+//! With a state directory, every input that changes the engine (a push, a lookup-table change,
+//! a processing-time tick, the end of input) becomes one [`LogRecord`] in the WAL *before* it is
+//! applied, and the call that made it returns only once the record is durable (group commit:
+//! concurrent callers share one `fdatasync`). A checkpoint saves, at one point of that log (its
+//! LSN), the progress of every source and the state of every query on every core (a barrier
+//! sent to all cores at once: each core's inbox is FIFO, so all of them save the state after
+//! the same inputs). Recovery loads the newest complete checkpoint and replays the records
+//! after its LSN through the same code paths as live inputs, with the processing time each
+//! record carries, so the engine ends where it was, watermarks and open windows included.
+//!
+//! Invariants:
+//! - a record is appended before its input is applied, and acknowledged only when durable;
+//! - the pipeline (sources, queries, tables) is fixed before the first input ("sealing"):
+//!   recovery runs then, once, and adding a source or query afterwards is refused, because a
+//!   replay could not know when it was added;
+//! - replay applies records exactly as the live engine did; an input that failed live (an
+//!   operator error after it was logged) fails again the same way and is passed over;
+//! - a checkpoint's LSN is durable before the checkpoint is written, and WAL segments are
+//!   released only after the checkpoint that covers them is complete (manifest renamed).
+//!
+//! This module never decides where results go: exactly-once delivery is the sinks' business.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use crate::checkpoint::lock::StateDirLock;
+use crate::checkpoint::store::CheckpointStore;
+use crate::error::{Error, Result};
+use crate::operator::snapshot::{decode, decode_batches, encode, encode_batches};
+use crate::time::watermark::GeneratorState;
+use crate::time::Timestamp;
+use crate::wal::{Lsn, RecoveryMode, Wal, WalConfig};
+
+/// Durability settings of an engine.
+#[derive(Debug, Clone)]
+pub struct DurabilityConfig {
+    /// The state directory (created if missing; one engine at a time: a lock file).
+    pub state_dir: PathBuf,
+    /// Take a checkpoint when this much processing time has passed since the last one
+    /// (checked on every push and poll); `None`: only on demand.
+    pub checkpoint_every_ms: Option<i64>,
+    /// Complete checkpoints kept.
+    pub retain_checkpoints: usize,
+    /// `fdatasync` every WAL group (the default). `false` leaves durability to the OS page
+    /// cache: a process crash loses nothing, a machine crash may.
+    pub sync: bool,
+    /// How long a WAL group waits for more records before its sync (0: no wait).
+    pub group_commit_delay: Duration,
+    /// What to do with a damaged log (see [`RecoveryMode`]).
+    pub recovery: RecoveryMode,
+}
+
+impl DurabilityConfig {
+    /// Defaults for `state_dir`: a checkpoint every second, 3 kept, synced group commit.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        DurabilityConfig {
+            state_dir: state_dir.into(),
+            checkpoint_every_ms: Some(1000),
+            retain_checkpoints: 3,
+            sync: true,
+            group_commit_delay: Duration::ZERO,
+            recovery: RecoveryMode::PointInTime,
+        }
+    }
+}
+
+/// One logged input.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) enum LogRecord {
+    /// `Engine::push`: the batches as pushed (Arrow IPC streams, one per run of batches with
+    /// the same schema), the producer's sequence number, the processing time.
+    Push {
+        source: String,
+        seq: Option<u64>,
+        now: Timestamp,
+        data: Vec<Vec<u8>>,
+    },
+    /// `Engine::update_table`.
+    Table {
+        name: String,
+        replace: bool,
+        now: Timestamp,
+        data: Vec<u8>,
+    },
+    /// A poll that moved processing time (periodic emits, idle sources, table TTLs).
+    Tick { now: Timestamp },
+    /// An explicit check for idle sources.
+    Idle { now: Timestamp },
+    /// `Engine::flush`: end of input.
+    Flush { now: Timestamp },
+}
+
+impl LogRecord {
+    /// A push of `batches` (schema runs kept apart, so every stream is valid IPC).
+    pub fn push(
+        source: &str,
+        seq: Option<u64>,
+        now: Timestamp,
+        batches: &[RecordBatch],
+    ) -> Result<Self> {
+        let mut data = Vec::new();
+        let mut start = 0;
+        while start < batches.len() {
+            let schema = batches[start].schema();
+            let end = batches[start..]
+                .iter()
+                .position(|b| b.schema() != schema)
+                .map_or(batches.len(), |k| start + k);
+            data.push(encode_batches(&schema, &batches[start..end])?);
+            start = end;
+        }
+        Ok(LogRecord::Push {
+            source: source.to_string(),
+            seq,
+            now,
+            data,
+        })
+    }
+
+    /// The batches of a [`LogRecord::Push`].
+    pub fn push_batches(data: &[Vec<u8>]) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for d in data {
+            out.extend(decode_batches(d, "logged push")?.1);
+        }
+        Ok(out)
+    }
+
+    /// The rows of a [`LogRecord::Table`].
+    pub fn table(name: &str, replace: bool, now: Timestamp, rows: &RecordBatch) -> Result<Self> {
+        Ok(LogRecord::Table {
+            name: name.to_string(),
+            replace,
+            now,
+            data: encode_batches(&rows.schema(), std::slice::from_ref(rows))?,
+        })
+    }
+
+    /// The rows of a [`LogRecord::Table`] as one batch.
+    pub fn table_rows(data: &[u8]) -> Result<RecordBatch> {
+        let (schema, batches) = decode_batches(data, "logged table change")?;
+        Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+    }
+}
+
+/// What a checkpoint saves of one source.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) struct SourceSnapshot {
+    pub name: String,
+    /// The user schema the first push fixed (an empty IPC stream), if any.
+    pub schema: Option<Vec<u8>>,
+    pub generator: GeneratorState,
+    pub ended: bool,
+    pub rows: u64,
+    pub batches: u64,
+    pub dropped_rows: u64,
+    pub last_seq: Option<u64>,
+}
+
+impl SourceSnapshot {
+    /// The saved schema.
+    pub fn schema(&self) -> Result<Option<SchemaRef>> {
+        self.schema
+            .as_deref()
+            .map(|b| decode_batches(b, "source schema").map(|(s, _)| s))
+            .transpose()
+    }
+
+    /// `schema` as saved in a snapshot.
+    pub fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>> {
+        encode_batches(schema, &[])
+    }
+}
+
+/// A whole engine at one point of its log.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) struct EngineSnapshot {
+    /// Format version of this struct.
+    pub version: u32,
+    /// Every record up to this LSN is in the state below.
+    pub lsn: u64,
+    pub sources: Vec<SourceSnapshot>,
+    /// Query names, in definition order (must match on restore).
+    pub queries: Vec<String>,
+    /// Per core, per query: the query's state on that core.
+    pub cores: Vec<Vec<Vec<u8>>>,
+}
+
+/// Snapshot format version written by this build.
+pub(super) const SNAPSHOT_VERSION: u32 = 1;
+
+/// Durability counters, for `metrics()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurabilityMetrics {
+    /// Records appended to the WAL by this engine.
+    pub records: u64,
+    /// Bytes written to the WAL (framing included).
+    pub wal_bytes: u64,
+    /// WAL syncs (`fdatasync` calls): one per group commit.
+    pub wal_syncs: u64,
+    /// Last durable LSN.
+    pub durable_lsn: u64,
+    /// Checkpoints written by this engine.
+    pub checkpoints: u64,
+    /// Id of the newest complete checkpoint (`None`: none yet).
+    pub last_checkpoint: Option<u64>,
+    /// How long the last checkpoint took, in seconds.
+    pub last_checkpoint_s: f64,
+    /// Periodic checkpoints that could not be taken, and why the last one was not.
+    pub checkpoints_skipped: u64,
+    /// Why the last periodic checkpoint was skipped.
+    pub skip_reason: Option<String>,
+    /// Checkpoint recovery started from (`None`: none, or not recovered yet).
+    pub recovered_checkpoint: Option<u64>,
+    /// Records replayed by recovery.
+    pub replayed_records: u64,
+    /// Replayed records whose input had failed live and failed again (passed over).
+    pub replay_failures: u64,
+    /// Recovery time in seconds.
+    pub recovery_s: f64,
+}
+
+/// An engine's log, checkpoints and state-directory lock.
+pub(super) struct Durable {
+    pub config: DurabilityConfig,
+    _lock: StateDirLock,
+    pub wal: Wal,
+    pub checkpoints: CheckpointStore,
+    /// The pipeline is fixed and recovery has run.
+    pub sealed: bool,
+    /// Processing time of the last checkpoint (or of sealing).
+    pub last_checkpoint_at: Timestamp,
+    pub next_checkpoint_id: u64,
+    pub metrics: DurabilityMetrics,
+}
+
+impl Durable {
+    /// Locks `config.state_dir` and opens its log and checkpoint store (nothing is read into
+    /// the engine until [`sealed`](Self::sealed)).
+    pub fn open(config: DurabilityConfig) -> Result<Self> {
+        let lock = StateDirLock::acquire(&config.state_dir)?;
+        let wal_config = WalConfig {
+            sync: config.sync,
+            group_commit_delay: config.group_commit_delay,
+            recovery: config.recovery,
+            ..WalConfig::new(config.state_dir.join("wal"))
+        };
+        let (wal, _report) = Wal::open(wal_config)?;
+        let checkpoints = CheckpointStore::open(&config.state_dir, config.retain_checkpoints)?;
+        let next_checkpoint_id = checkpoints.list()?.last().map_or(1, |id| id + 1);
+        Ok(Durable {
+            config,
+            _lock: lock,
+            wal,
+            checkpoints,
+            sealed: false,
+            last_checkpoint_at: 0,
+            next_checkpoint_id,
+            metrics: DurabilityMetrics::default(),
+        })
+    }
+
+    /// Appends `record`; returns its LSN (not yet durable).
+    pub fn log(&mut self, record: &LogRecord) -> Result<Lsn> {
+        let bytes = encode(record)?;
+        let lsn = self.wal.append(&bytes)?;
+        self.metrics.records += 1;
+        Ok(lsn)
+    }
+
+    /// Waits until `lsn` is durable.
+    pub fn commit(&self, lsn: Lsn) -> Result<()> {
+        Ok(self.wal.commit(lsn)?)
+    }
+
+    /// Whether a periodic checkpoint is due at processing time `now`.
+    pub fn checkpoint_due(&self, now: Timestamp) -> bool {
+        self.sealed
+            && self
+                .config
+                .checkpoint_every_ms
+                .is_some_and(|every| now.saturating_sub(self.last_checkpoint_at) >= every)
+    }
+
+    /// Writes `snapshot` as the next checkpoint (its LSN made durable first), then releases
+    /// the log before it. Returns the checkpoint id.
+    pub fn write_checkpoint(&mut self, snapshot: &EngineSnapshot, now: Timestamp) -> Result<u64> {
+        let started = Instant::now();
+        self.wal.commit(snapshot.lsn)?;
+        let bytes = encode(snapshot)?;
+        let id = self.next_checkpoint_id;
+        self.checkpoints.write(id, &bytes)?;
+        self.next_checkpoint_id += 1;
+        self.wal.truncate_before(snapshot.lsn + 1)?;
+        self.last_checkpoint_at = now;
+        self.metrics.checkpoints += 1;
+        self.metrics.last_checkpoint = Some(id);
+        self.metrics.last_checkpoint_s = started.elapsed().as_secs_f64();
+        Ok(id)
+    }
+
+    /// The newest complete checkpoint, decoded.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, EngineSnapshot)>> {
+        let Some((id, bytes)) = self.checkpoints.latest()? else {
+            return Ok(None);
+        };
+        let snap: EngineSnapshot = decode(&bytes, &format!("checkpoint {id}"))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(Error::Snapshot(format!(
+                "checkpoint {id} has format version {}, this build reads {SNAPSHOT_VERSION}",
+                snap.version
+            )));
+        }
+        Ok(Some((id, snap)))
+    }
+
+    /// Makes everything logged durable, stops the log's threads and releases the state
+    /// directory (the lock goes with `self`).
+    pub fn close(self) -> Result<()> {
+        Ok(self.wal.close()?)
+    }
+
+    /// Counters now.
+    pub fn metrics(&self) -> DurabilityMetrics {
+        let wal = self.wal.metrics();
+        DurabilityMetrics {
+            wal_bytes: wal.bytes_written,
+            wal_syncs: wal.syncs,
+            durable_lsn: self.wal.durable_lsn(),
+            ..self.metrics.clone()
+        }
+    }
+}
