@@ -310,3 +310,173 @@ fn session_damaged_or_foreign_state_is_an_error() {
         check_damage(&setup, &msgs, msgs.len() / 2, 0, &foreign);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lookup joins
+
+fn lookup_stream_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("k", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, false),
+        Field::new("v", DataType::Float64, true),
+        Field::new(TIME_COLUMN, DataType::Int64, false),
+    ]))
+}
+
+fn lookup_table_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("w", DataType::Float64, true),
+    ]))
+}
+
+fn lookup_setup(on: &str, how: &str, ttl: Option<i64>) -> Setup {
+    let json = format!(
+        r#"{{"inputs": ["src0"], "ops": [{{"op": "lookup", "table": "t", "on": ["{on}"],
+            "how": "{how}"}}]}}"#
+    );
+    let table = TableDef {
+        name: "t".into(),
+        schema: lookup_table_schema(),
+        on: vec![on.into()],
+        ttl_ms: ttl,
+    };
+    Setup::new(&json, vec![lookup_stream_schema()], vec![table])
+}
+
+/// One step of a lookup script.
+#[derive(Debug, Clone)]
+enum LookupEvent {
+    /// Table rows `(key, w)`: replace the table, or upsert them.
+    Table(Vec<(i64, Option<f64>)>, bool),
+    /// Stream rows `(ts, key)`; key 5 is null (in `k`).
+    Stream(Vec<(i64, i64)>),
+    /// Processing time passes (TTL).
+    Tick,
+}
+
+/// The messages of `events`, processing time advancing by `steps[i]` before event `i`.
+fn lookup_messages(events: &[(LookupEvent, i64)]) -> Vec<CoreMessage> {
+    let mut out = Vec::new();
+    let mut now = 1_000;
+    for (n, (e, step)) in events.iter().enumerate() {
+        now += step;
+        match e {
+            LookupEvent::Table(rows, replace) => {
+                let batch = RecordBatch::try_new(
+                    lookup_table_schema(),
+                    vec![
+                        int_col(rows.iter().map(|r| Some(r.0)).collect()),
+                        Arc::new(StringArray::from_iter_values(
+                            rows.iter().map(|r| format!("x{}", r.0)),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            rows.iter()
+                                .enumerate()
+                                .map(|(i, r)| format!("n{}-{n}-{i}", r.0)),
+                        )),
+                        Arc::new(Float64Array::from(
+                            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                        )),
+                    ],
+                )
+                .expect("table batch");
+                out.push(CoreMessage::TableUpdate {
+                    table: Arc::from("t"),
+                    rows: batch,
+                    replace: *replace,
+                    now,
+                });
+            }
+            LookupEvent::Stream(rows) => {
+                let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let batch = RecordBatch::try_new(
+                    lookup_stream_schema(),
+                    vec![
+                        Arc::new(Int64Array::from(ts.clone())),
+                        int_col(rows.iter().map(|r| (r.1 != 5).then_some(r.1)).collect()),
+                        Arc::new(StringArray::from_iter_values(
+                            rows.iter().map(|r| format!("x{}", r.1)),
+                        )),
+                        Arc::new(Float64Array::from_iter_values(
+                            rows.iter().map(|r| r.0 as f64 / 10.0),
+                        )),
+                        Arc::new(Int64Array::from(ts)),
+                    ],
+                )
+                .expect("stream batch");
+                out.push(CoreMessage::Data { source: 0, batch });
+            }
+            LookupEvent::Tick => out.push(CoreMessage::Tick { now }),
+        }
+    }
+    out.push(CoreMessage::EndOfInput { source: 0 });
+    out
+}
+
+fn lookup_events() -> impl Strategy<Value = Vec<(LookupEvent, i64)>> {
+    let key = 0i64..8;
+    let row = (key, proptest::option::weighted(0.8, -10.0f64..10.0));
+    // Now and then enough superseded rows to compact the table.
+    let rows = prop_oneof![3 => 0usize..12, 1 => 500usize..1000]
+        .prop_flat_map(move |n| proptest::collection::vec(row.clone(), n));
+    let event = prop_oneof![
+        3 => (rows, proptest::bool::weighted(0.15))
+            .prop_map(|(rows, replace)| LookupEvent::Table(rows, replace)),
+        4 => proptest::collection::vec((0i64..10_000, 0i64..8), 1..12)
+            .prop_map(LookupEvent::Stream),
+        1 => Just(LookupEvent::Tick),
+    ];
+    proptest::collection::vec((event, 0i64..400), 1..20)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lookup_restore_then_continue_equals_uninterrupted(
+        events in lookup_events(),
+        on in prop_oneof![Just("k"), Just("s")],
+        how in prop_oneof![Just("left"), Just("inner")],
+        ttl in proptest::option::of(300i64..1500),
+        cuts in proptest::collection::vec(0.0f64..1.0, 1..3),
+    ) {
+        let setup = lookup_setup(on, how, ttl);
+        check_restore(&setup, &lookup_messages(&events), &cuts)?;
+    }
+}
+
+#[test]
+fn lookup_damaged_or_foreign_state_is_an_error() {
+    let events: Vec<(LookupEvent, i64)> = vec![
+        (
+            LookupEvent::Table((0..6).map(|k| (k, Some(k as f64))).collect(), true),
+            0,
+        ),
+        (
+            LookupEvent::Stream((0..8).map(|i| (i * 10, i)).collect()),
+            100,
+        ),
+        (
+            LookupEvent::Table(vec![(2, None), (7, Some(7.5))], false),
+            100,
+        ),
+        (
+            LookupEvent::Stream((0..8).map(|i| (i * 10, i)).collect()),
+            100,
+        ),
+        (LookupEvent::Tick, 900),
+        (
+            LookupEvent::Stream((0..8).map(|i| (i * 10, i)).collect()),
+            100,
+        ),
+    ];
+    let msgs = lookup_messages(&events);
+    let setup = lookup_setup("k", "left", Some(1000));
+    // Another table layout: keyed on `s`, so `k` is a value column.
+    let foreign = lookup_setup("s", "left", Some(1000));
+    check_damage(&setup, &msgs, 3, 0, &foreign);
+}

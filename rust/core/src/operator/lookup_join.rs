@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::interleave::interleave;
@@ -22,6 +22,7 @@ use arrow_select::take::take;
 use hashbrown::HashMap as FastMap;
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::{decode, encode, SavedBatches};
 use super::{Operator, OperatorContext, OperatorMetrics};
 use crate::engine::TIME_COLUMN;
 use crate::error::{Error, Result};
@@ -164,6 +165,25 @@ pub fn key_indices(names: &[String], schema: &Schema, what: &str) -> Result<Vec<
                 .map_err(|_| Error::column_not_found(k, what, schema))
         })
         .collect()
+}
+
+/// The checkpoint form of a [`LookupJoin`]: the table as the operator holds it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct LookupJoinState {
+    /// The value-column chunks, one batch per chunk.
+    chunks: SavedBatches,
+    /// `(key, chunk, row, loaded at)` of every key, in `(chunk, row)` order (no hash order).
+    index: Vec<(Vec<u8>, u32, u32, i64)>,
+    /// Rows in the chunks, superseded ones included (chunks of no value column carry no
+    /// row count of their own).
+    total_rows: u64,
+}
+
+/// A restore error about damaged or foreign lookup state.
+fn foreign(table: &str, what: &str) -> Error {
+    Error::Snapshot(format!(
+        "lookup_join of table '{table}': {what} (was the pipeline changed?)"
+    ))
 }
 
 /// Lookup join against one table.
@@ -314,6 +334,97 @@ impl LookupJoin {
         self.total_rows = self.index.len();
         Ok(())
     }
+
+    /// The schema of the value-column chunks in a snapshot: the declared types, all nullable.
+    fn chunk_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .value_columns
+            .iter()
+            .map(|&c| {
+                let f = self.table.schema.field(c);
+                Field::new(f.name(), f.data_type().clone(), true)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The state to checkpoint (see [`LookupJoinState`]).
+    fn save(&self) -> Result<LookupJoinState> {
+        let schema = self.chunk_schema();
+        let batches = self
+            .chunks
+            .iter()
+            .map(|columns| {
+                let rows = columns.first().map_or(0, |c| c.len());
+                let options = RecordBatchOptions::new().with_row_count(Some(rows));
+                RecordBatch::try_new_with_options(schema.clone(), columns.clone(), &options)
+                    .map_err(|e| {
+                        Error::Snapshot(format!(
+                            "lookup_join of table '{}': rows not of the declared types: {e}",
+                            self.table.name
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut index: Vec<(Vec<u8>, u32, u32, i64)> = self
+            .index
+            .map
+            .iter()
+            .map(|(k, &(c, r, at))| (k.to_vec(), c, r, at))
+            .collect();
+        index.sort_unstable_by_key(|e| (e.1, e.2));
+        Ok(LookupJoinState {
+            chunks: SavedBatches::new(&schema, &batches)?,
+            index,
+            total_rows: self.total_rows as u64,
+        })
+    }
+
+    /// Puts back `st` after checking it against this table's columns.
+    fn load(&mut self, st: LookupJoinState) -> Result<()> {
+        let name = self.table.name.clone();
+        let (schema, batches) = st.chunks.load("lookup table rows")?;
+        let want = self.chunk_schema();
+        let same = schema.fields().len() == want.fields().len()
+            && schema
+                .fields()
+                .iter()
+                .zip(want.fields())
+                .all(|(a, b)| a.data_type() == b.data_type());
+        if !same {
+            return Err(foreign(&name, "the saved rows have other columns"));
+        }
+        let has_columns = !self.value_columns.is_empty();
+        let held: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let total_rows = usize::try_from(st.total_rows)
+            .ok()
+            .filter(|&t| !has_columns || t == held)
+            .ok_or_else(|| foreign(&name, "the row count disagrees with the saved rows"))?;
+        let mut index = TableIndex::default();
+        for (key, c, r, at) in st.index {
+            let in_range = batches
+                .get(c as usize)
+                .is_some_and(|b| !has_columns || (r as usize) < b.num_rows());
+            if !in_range {
+                return Err(foreign(&name, "a key points past the saved rows"));
+            }
+            if index
+                .map
+                .insert(key.into_boxed_slice(), (c, r, at))
+                .is_some()
+            {
+                return Err(foreign(&name, "a key is listed twice"));
+            }
+        }
+        if index.len() > total_rows {
+            return Err(foreign(&name, "more keys than rows"));
+        }
+        self.chunks = batches.into_iter().map(|b| b.columns().to_vec()).collect();
+        self.live_rows = index.len();
+        self.index = index;
+        self.total_rows = total_rows;
+        Ok(())
+    }
 }
 
 impl Operator for LookupJoin {
@@ -323,6 +434,15 @@ impl Operator for LookupJoin {
 
     fn output_schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        encode(&self.save()?)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let st: LookupJoinState = decode(state, self.name())?;
+        self.load(st)
     }
 
     fn process(&mut self, input: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
