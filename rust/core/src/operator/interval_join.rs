@@ -49,7 +49,9 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{new_null_array, Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow_array::{
+    new_null_array, Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+};
 use arrow_buffer::{BooleanBuffer, NullBuffer};
 use arrow_cast::{can_cast_types, cast};
 use arrow_row::{RowConverter, Rows, SortField};
@@ -60,9 +62,10 @@ use arrow_select::take::take;
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use super::snapshot::{decode, encode, SavedBatches};
 use super::window::MAX_SPAN_MS;
 use super::window_aggregate::LatePolicy;
-use super::{Operator, OperatorContext, OperatorMetrics};
+use super::{metrics_from_array, metrics_to_array, Operator, OperatorContext, OperatorMetrics};
 use crate::engine::TIME_COLUMN;
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -392,6 +395,313 @@ impl Index {
     }
 }
 
+/// The checkpoint form of an [`IntervalJoin`]: both sides' stored batches with their row
+/// bookkeeping, the key entries (chain heads and keys) and the counters. The hash table, the
+/// entries' hashes and the eviction heaps are rebuilt on restore (the heap holds exactly one
+/// `(heap key, slot)` per stored batch); row times are read back from the batches.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct IntervalJoinState {
+    left: SideState,
+    right: SideState,
+    /// Chain heads (left, right) of every entry id.
+    heads: Vec<[u64; 2]>,
+    /// The key of every entry id (a default for free ids).
+    keys: KeysState,
+    /// Free entry ids, in reuse order.
+    free: Vec<u32>,
+    metrics: [u64; 7],
+}
+
+/// Entry keys in a checkpoint.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+enum KeysState {
+    /// [`KeyCodec::Int`]: the folded key.
+    Int(Vec<i64>),
+    /// [`KeyCodec::Rows`]: the row-format bytes.
+    Rows(Vec<Vec<u8>>),
+}
+
+/// One side in a checkpoint.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SideState {
+    /// Number of slots, used or free.
+    slots: u32,
+    /// Free slots, in reuse order.
+    free_slots: Vec<u32>,
+    /// The stored batches in slot order, and their rows (one batch each, same order).
+    stored: Vec<StoredState>,
+    batches: SavedBatches,
+}
+
+/// One stored batch's bookkeeping in a checkpoint ([`Stored`] and its [`RowMeta`]s).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct StoredState {
+    slot: u32,
+    prev: Vec<u64>,
+    next: Vec<u64>,
+    entry: Vec<u32>,
+    matched: Vec<bool>,
+    min_live: i64,
+    order: Option<Vec<u32>>,
+    cursor: u64,
+    scans: u8,
+}
+
+/// A restore error about damaged or foreign join state.
+fn foreign(what: &str) -> Error {
+    Error::Snapshot(format!("interval_join: {what} (was the pipeline changed?)"))
+}
+
+/// An input schema as saved: the same columns, all nullable, no metadata.
+fn saved_schema(input: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = input
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+impl Side {
+    /// The checkpoint form of this side; `input` is its stream schema.
+    fn save(&self, input: &Schema) -> Result<SideState> {
+        let schema = saved_schema(input);
+        let mut stored = Vec::new();
+        let mut batches = Vec::new();
+        for (slot, st) in self.slots.iter().enumerate() {
+            let Some(st) = st else { continue };
+            let options = RecordBatchOptions::new().with_row_count(Some(st.batch.num_rows()));
+            let batch = RecordBatch::try_new_with_options(
+                schema.clone(),
+                st.batch.columns().to_vec(),
+                &options,
+            )
+            .map_err(|e| {
+                Error::Snapshot(format!(
+                    "interval_join: stored rows not of the input's types: {e}"
+                ))
+            })?;
+            batches.push(batch);
+            stored.push(StoredState {
+                slot: slot as u32,
+                prev: st.rows.iter().map(|m| m.prev).collect(),
+                next: st.rows.iter().map(|m| m.next).collect(),
+                entry: st.rows.iter().map(|m| m.entry).collect(),
+                matched: st.rows.iter().map(|m| m.matched).collect(),
+                min_live: st.min_live,
+                order: st.order.clone(),
+                cursor: st.cursor as u64,
+                scans: st.scans,
+            });
+        }
+        Ok(SideState {
+            slots: self.slots.len() as u32,
+            free_slots: self.free_slots.clone(),
+            stored,
+            batches: SavedBatches::new(&schema, &batches)?,
+        })
+    }
+
+    /// Puts back the stored batches of `st` (checked on their own: slots, lengths, types,
+    /// entry ids below `entries`); the chains are checked by the caller.
+    fn load(&mut self, st: SideState, input: &Schema, entries: usize) -> Result<()> {
+        let (schema, batches) = st.batches.load("interval join rows")?;
+        let want = saved_schema(input);
+        let same = schema.fields().len() == want.fields().len()
+            && schema
+                .fields()
+                .iter()
+                .zip(want.fields())
+                .all(|(a, b)| a.data_type() == b.data_type());
+        if !same {
+            return Err(foreign("the saved rows have other columns"));
+        }
+        if batches.len() != st.stored.len() {
+            return Err(foreign("stored batches and their rows disagree"));
+        }
+        // Every slot holds a stored batch or is free.
+        let n = st.slots as usize;
+        if n != st.stored.len() + st.free_slots.len() {
+            return Err(foreign("a slot is neither stored nor free"));
+        }
+        let mut slots: Vec<Option<Stored>> = (0..n).map(|_| None).collect();
+        let mut is_free = vec![false; n];
+        for &f in &st.free_slots {
+            let ok = (f as usize) < n && !std::mem::replace(&mut is_free[f as usize], true);
+            if !ok {
+                return Err(foreign("a free slot is out of range or listed twice"));
+            }
+        }
+        let mut live_total = 0;
+        for (saved, batch) in st.stored.into_iter().zip(batches) {
+            let slot = saved.slot as usize;
+            if slot >= n || is_free[slot] || slots[slot].is_some() {
+                return Err(foreign("a stored batch has a bad slot"));
+            }
+            let len = batch.num_rows();
+            let lens = [
+                saved.prev.len(),
+                saved.next.len(),
+                saved.entry.len(),
+                saved.matched.len(),
+            ];
+            if lens.iter().any(|&l| l != len) || len >= u32::MAX as usize {
+                return Err(foreign("a stored batch's bookkeeping has the wrong length"));
+            }
+            let times = batch
+                .column(self.time_index)
+                .as_primitive::<Int64Type>()
+                .values();
+            let rows: Vec<RowMeta> = (0..len)
+                .map(|i| RowMeta {
+                    time: times[i],
+                    prev: saved.prev[i],
+                    next: saved.next[i],
+                    entry: saved.entry[i],
+                    matched: saved.matched[i],
+                })
+                .collect();
+            let live = rows.iter().filter(|m| m.entry != NO_ENTRY).count();
+            if live == 0
+                || rows
+                    .iter()
+                    .any(|m| m.entry != NO_ENTRY && m.entry as usize >= entries)
+            {
+                return Err(foreign("a stored batch's rows have bad entry ids"));
+            }
+            let cursor = usize::try_from(saved.cursor).unwrap_or(usize::MAX);
+            if let Some(order) = &saved.order {
+                if cursor > order.len() || order.iter().any(|&r| r as usize >= len) {
+                    return Err(foreign("a stored batch's time order is out of range"));
+                }
+            } else if cursor != 0 {
+                return Err(foreign("a stored batch's time order is out of range"));
+            }
+            live_total += live;
+            slots[slot] = Some(Stored {
+                max_time: times.iter().copied().max().unwrap_or(i64::MIN),
+                batch,
+                rows,
+                min_live: saved.min_live,
+                order: saved.order,
+                cursor,
+                scans: saved.scans,
+                live,
+            });
+        }
+        if slots.iter().zip(&is_free).any(|(s, &f)| s.is_none() != f) {
+            return Err(foreign("a slot is neither stored nor free"));
+        }
+        self.heap = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|st| Reverse((st.heap_key(), i as u32))))
+            .collect();
+        self.slots = slots;
+        self.free_slots = st.free_slots;
+        self.live = live_total;
+        Ok(())
+    }
+
+    /// The stored row `r`, if `r` names one.
+    fn row(&self, r: RowRef) -> Option<&RowMeta> {
+        self.slots.get(slot_of(r))?.as_ref()?.rows.get(row_of(r))
+    }
+}
+
+impl Index {
+    /// The checkpoint form of the entries: heads, keys, free ids (in id order; no hash order).
+    fn save(&self) -> (Vec<[u64; 2]>, KeysState, Vec<u32>) {
+        let heads = self.entries.iter().map(|e| e.heads).collect();
+        let n = self.entries.len();
+        let keys = match self.codec {
+            KeyCodec::Int => {
+                let mut keys = vec![0; n];
+                for &(k, e) in self.table.iter() {
+                    keys[e as usize] = k;
+                }
+                KeysState::Int(keys)
+            }
+            KeyCodec::Rows(_) => {
+                let mut keys = vec![Vec::new(); n];
+                for &(_, e) in self.table.iter() {
+                    keys[e as usize] = self.bytes[e as usize].clone();
+                }
+                KeysState::Rows(keys)
+            }
+        };
+        (heads, keys, self.free.clone())
+    }
+
+    /// Rebuilds the entries and the table from saved heads, keys and free ids (`heads` and
+    /// `free` already checked); refuses a key listed twice.
+    fn load(
+        &mut self,
+        heads: &[[u64; 2]],
+        keys: KeysState,
+        free: Vec<u32>,
+        is_free: &[bool],
+    ) -> Result<()> {
+        let n = heads.len();
+        let mut entries: Vec<EntryData> = heads
+            .iter()
+            .map(|&heads| EntryData { heads, hash: 0 })
+            .collect();
+        let mut table: HashTable<(i64, u32)> = HashTable::with_capacity(n - free.len());
+        let hasher = &self.hasher;
+        let twice = || foreign("a join key is listed twice");
+        let bytes = match (&self.codec, keys) {
+            (KeyCodec::Int, KeysState::Int(keys)) if keys.len() == n => {
+                for (e, &k) in keys.iter().enumerate() {
+                    if is_free[e] {
+                        continue;
+                    }
+                    let h = hasher.hash_one(k);
+                    entries[e].hash = h;
+                    match table.entry(h, |&(key, _)| key == k, |&(key, _)| hasher.hash_one(key)) {
+                        Entry::Occupied(_) => return Err(twice()),
+                        Entry::Vacant(v) => {
+                            v.insert((k, e as u32));
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            (KeyCodec::Rows(_), KeysState::Rows(keys)) if keys.len() == n => {
+                for (e, k) in keys.iter().enumerate() {
+                    if is_free[e] {
+                        continue;
+                    }
+                    let h = hasher.hash_one(k.as_slice());
+                    entries[e].hash = h;
+                    let found = table.entry(
+                        h,
+                        |&(_, x)| keys[x as usize] == *k,
+                        |&(_, x)| entries[x as usize].hash,
+                    );
+                    match found {
+                        Entry::Occupied(_) => return Err(twice()),
+                        Entry::Vacant(v) => {
+                            v.insert((0, e as u32));
+                        }
+                    }
+                }
+                keys
+            }
+            (KeyCodec::Int, KeysState::Int(_)) | (KeyCodec::Rows(_), KeysState::Rows(_)) => {
+                return Err(foreign("keys and entries disagree"))
+            }
+            _ => return Err(foreign("the saved join keys have another layout")),
+        };
+        self.table = table;
+        self.entries = entries;
+        self.bytes = bytes;
+        self.free = free;
+        self.emptied.clear();
+        Ok(())
+    }
+}
+
 /// Rows picked from one side's batches for an output batch.
 enum Gather {
     /// All rows from one batch.
@@ -496,6 +806,8 @@ pub struct IntervalJoin {
     index: Index,
     layout: Layout,
     metrics: OperatorMetrics,
+    /// The stream schemas of the inputs (for checkpoints).
+    inputs: [SchemaRef; 2],
     // Scratch reused across calls.
     src_of: Vec<u32>,
     expired: Vec<RowRef>,
@@ -740,6 +1052,7 @@ impl IntervalJoin {
                 left_key_from_right,
             },
             metrics: OperatorMetrics::default(),
+            inputs: [left, right],
             src_of: Vec::new(),
             expired: Vec::new(),
             emptied: Vec::new(),
@@ -1038,6 +1351,68 @@ impl IntervalJoin {
         index.release_emptied();
     }
 
+    /// The state to checkpoint (see [`IntervalJoinState`]).
+    fn save(&self) -> Result<IntervalJoinState> {
+        let (heads, keys, free) = self.index.save();
+        Ok(IntervalJoinState {
+            left: self.sides[LEFT].save(&self.inputs[LEFT])?,
+            right: self.sides[RIGHT].save(&self.inputs[RIGHT])?,
+            heads,
+            keys,
+            free,
+            metrics: metrics_to_array(&self.metrics),
+        })
+    }
+
+    /// Puts back `st` after checking it: every stored row that is held lies exactly once on
+    /// the chain of its entry, in both directions, and every entry id in use has rows.
+    fn load(&mut self, st: IntervalJoinState) -> Result<()> {
+        let n = st.heads.len();
+        if n >= NO_ENTRY as usize {
+            return Err(foreign("too many key entries"));
+        }
+        let mut is_free = vec![false; n];
+        for &f in &st.free {
+            let ok = (f as usize) < n && !std::mem::replace(&mut is_free[f as usize], true);
+            if !ok {
+                return Err(foreign("a free key entry is out of range or listed twice"));
+            }
+        }
+        for (s, saved) in [(LEFT, st.left), (RIGHT, st.right)] {
+            self.sides[s].load(saved, &self.inputs[s], n)?;
+        }
+        for (e, heads) in st.heads.iter().enumerate() {
+            if is_free[e] != (*heads == [NIL, NIL]) {
+                return Err(foreign("a key entry's rows disagree with the free entries"));
+            }
+        }
+        for s in [LEFT, RIGHT] {
+            let side = &self.sides[s];
+            let mut seen = 0usize;
+            for (e, heads) in st.heads.iter().enumerate() {
+                let (mut prev, mut c) = (NIL, heads[s]);
+                while c != NIL {
+                    seen += 1;
+                    let ok = seen <= side.live
+                        && side
+                            .row(c)
+                            .is_some_and(|m| m.entry as usize == e && m.prev == prev);
+                    if !ok {
+                        return Err(foreign("a chain of stored rows is broken"));
+                    }
+                    prev = c;
+                    c = side.row(c).map_or(NIL, |m| m.next);
+                }
+            }
+            if seen != side.live {
+                return Err(foreign("a stored row is on no chain"));
+            }
+        }
+        self.index.load(&st.heads, st.keys, st.free, &is_free)?;
+        self.metrics = metrics_from_array(st.metrics);
+        Ok(())
+    }
+
     /// Drops the stored batches emptied by the last [`Self::expire`] of side `s`.
     fn release_emptied(&mut self, s: usize) {
         for &slot in &self.emptied {
@@ -1188,6 +1563,15 @@ impl Operator for IntervalJoin {
 
     fn output_schema(&self) -> SchemaRef {
         self.layout.schema.clone()
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        encode(&self.save()?)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let st: IntervalJoinState = decode(state, self.name())?;
+        self.load(st)
     }
 
     fn process(&mut self, input: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {

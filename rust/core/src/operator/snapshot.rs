@@ -211,7 +211,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let saved = SavedBatches::new(&schema, &[b.clone()]).unwrap();
+        let saved = SavedBatches::new(&schema, std::slice::from_ref(&b)).unwrap();
         let bytes = encode(&saved).unwrap();
         let back: SavedBatches = decode(&bytes, "rows").unwrap();
         assert_eq!(back.load("rows").unwrap(), (schema, vec![b]));
