@@ -193,6 +193,30 @@ mod tests {
     }
 
     #[test]
+    fn dictionary_batches_round_trip() {
+        use arrow_array::types::Int32Type;
+        use arrow_array::Array;
+        use std::sync::Arc;
+        let dict: arrow_array::DictionaryArray<Int32Type> =
+            vec![Some("a"), None, Some("b"), Some("a")]
+                .into_iter()
+                .collect();
+        let other: arrow_array::DictionaryArray<Int32Type> =
+            vec![Some("c"), Some("c")].into_iter().collect();
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "d",
+            dict.data_type().clone(),
+            true,
+        )]));
+        let batches = vec![
+            arrow_array::RecordBatch::try_new(schema.clone(), vec![Arc::new(dict)]).unwrap(),
+            arrow_array::RecordBatch::try_new(schema.clone(), vec![Arc::new(other)]).unwrap(),
+        ];
+        let bytes = encode_batches(&schema, &batches).unwrap();
+        assert_eq!(decode_batches(&bytes, "rows").unwrap(), (schema, batches));
+    }
+
+    #[test]
     fn saved_batches_refuse_damage_without_panicking() {
         use std::sync::Arc;
         let schema = Arc::new(arrow_schema::Schema::new(vec![
