@@ -209,3 +209,56 @@ fn damaged_or_foreign_state_is_an_error() {
     // A query that does not exist is refused.
     assert!(reactor(&p).restore_query(5, &saved).is_err());
 }
+
+/// A byte flipped anywhere in a query's saved state (its own fields as well as its
+/// operators') is refused, or restores into a reactor that goes on without panicking or
+/// hanging (a watchdog fails the test if the runs do not finish).
+#[test]
+fn any_flipped_byte_is_refused_or_harmless_never_a_hang() {
+    let p = plan(
+        r#"{"kind": "sliding", "size_ms": 3000, "slide_ms": 1000}"#,
+        r#"["s", "k"]"#,
+        r#"{"kind": "on_window_close"}"#,
+        500,
+    );
+    let rows: Vec<Vec<(i64, i64, Option<f64>)>> = (0..6)
+        .map(|b| {
+            (0..20)
+                .map(|i| (b * 700 + i * 37, i % 5, Some(i as f64)))
+                .collect()
+        })
+        .collect();
+    let msgs = messages(&rows, 200);
+    let cut = msgs.len() / 2;
+    let mut r = reactor(&p);
+    run(&mut r, &msgs[..cut], &mut Vec::new());
+    let saved = r.snapshot().unwrap().remove(0);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut refused = 0usize;
+        for i in 0..saved.len() {
+            let mut bytes = saved.clone();
+            bytes[i] ^= 0x5a;
+            let mut fresh = reactor(&p);
+            if fresh.restore_query(0, &bytes).is_err() {
+                refused += 1;
+                continue;
+            }
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for m in &msgs[cut..] {
+                    let _ = fresh.run(m.clone(), Budget::default());
+                    fresh.take_output(0);
+                }
+            }));
+            assert!(
+                outcome.is_ok(),
+                "flipping byte {i} made the restored reactor panic"
+            );
+        }
+        let _ = done_tx.send(refused);
+    });
+    let refused = done_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("a restored reactor hung (or panicked) on damaged state");
+    assert!(refused > 0);
+}

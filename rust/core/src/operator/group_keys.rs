@@ -297,6 +297,7 @@ impl GroupKeys {
                 if too_short(bytes.len()) {
                     return Err(Error::Snapshot("group keys: fewer keys than groups".into()));
                 }
+                k.check_rows(&bytes, &live)?;
                 k.bytes = bytes;
                 k.table = HashTable::with_capacity(live.len());
                 for g in live {
@@ -508,6 +509,33 @@ impl RowKeys {
             out.push(g);
         }
         Ok(())
+    }
+
+    /// Checks that the saved keys of `live` groups are rows this converter made: Arrow's row
+    /// parser trusts its input (a damaged row would panic or decode garbage when the group is
+    /// emitted), so each is decoded, under a panic guard, and must encode back to itself.
+    fn check_rows(&self, bytes: &[Vec<u8>], live: &[u32]) -> Result<()> {
+        let damaged = || Error::Snapshot("group keys: a saved key is not a valid row".into());
+        let parser = self.converter.parser();
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.converter
+                .convert_rows(live.iter().map(|&g| parser.parse(&bytes[g as usize])))
+        }))
+        .map_err(|_| damaged())?
+        .map_err(|_| damaged())?;
+        let again = self
+            .converter
+            .convert_columns(&decoded)
+            .map_err(|_| damaged())?;
+        let same = live
+            .iter()
+            .enumerate()
+            .all(|(i, &g)| again.row(i).as_ref() == bytes[g as usize].as_slice());
+        if same {
+            Ok(())
+        } else {
+            Err(damaged())
+        }
     }
 
     fn find_or_insert(&mut self, w: i64, k: &[u8], ids: &mut GroupIds) -> Result<(u32, bool)> {

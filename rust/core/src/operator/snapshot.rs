@@ -8,8 +8,9 @@
 //! the tables from the saved keys, so the snapshot does not depend on hash seeds.
 //!
 //! Snapshots are taken between messages (never inside a batch), so operators never save
-//! per-batch scratch. This module must never see a `RecordBatch`, a thread or a file: the
-//! checkpoint layer decides where the bytes go.
+//! per-batch scratch. Arrow data an operator holds (join buffers, lookup tables) is saved as
+//! Arrow IPC (`encode_batches` / `SavedBatches`), never row by row. This module never sees a
+//! thread or a file: the checkpoint layer decides where the bytes go.
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;

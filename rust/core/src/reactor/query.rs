@@ -291,6 +291,29 @@ impl QueryRuntime {
             .ok_or_else(|| {
                 Error::Snapshot("the checkpoint holds a query with other inputs".into())
             })?;
+        // What holds between messages: every pending timer is later than its wheel's time
+        // (due ones have fired) and belongs to its node; a node that has seen a watermark has
+        // its wheel at that watermark (shifted), never past the combined one. State that
+        // breaks this could fire timers forever on the next advance: refuse it.
+        let broken =
+            |what: &str| Error::Snapshot(format!("the saved query state is inconsistent: {what}"));
+        for (i, ((now, pending), wm)) in st.timers.iter().zip(&st.node_wm).enumerate() {
+            if pending
+                .iter()
+                .any(|&(d, op, _)| d <= *now || op as usize != i)
+            {
+                return Err(broken(
+                    "a pending timer is already due or belongs to another step",
+                ));
+            }
+            if let Some(w) = wm {
+                if *now != shift_watermark(*w, self.shifts[i]) || *combined < *w {
+                    return Err(broken("a step's timers and watermark disagree"));
+                }
+            } else if *now != i64::MIN {
+                return Err(broken("a step that saw no watermark has advanced timers"));
+            }
+        }
         for (node, state) in self.nodes.iter_mut().zip(&st.operators) {
             node.op.restore(state)?;
         }
