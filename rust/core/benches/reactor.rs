@@ -335,7 +335,8 @@ fn bulk_tumbling(c: &mut Criterion) {
         });
     });
     group.finish();
-    let report = &engine.query_reports()[0].metrics;
+    let reports = engine.query_reports().expect("query reports");
+    let report = &reports[0].metrics;
     assert_eq!(
         report.operators.late_dropped, 0,
         "workload A must have no late rows here"
