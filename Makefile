@@ -36,6 +36,8 @@ test: build-test test-rust test-py test-notebooks
 
 test-rust:
 	cargo test --workspace --profile $(CARGO_TEST_PROFILE)
+	# benches are not run here, only built, so that they cannot rot unnoticed
+	cargo build --workspace --profile $(CARGO_TEST_PROFILE) --benches
 	# loom model checks of the lock-free types (the crate rebuilt against loom's atomics)
 	cargo test -p laminar-core --profile $(CARGO_TEST_PROFILE) --features loom --test loom_sync --test loom_disruptor
 
