@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// An I/O call failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {source} (check that the state directory exists, is writable and is on a local disk)", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -24,7 +24,7 @@ pub enum CheckpointError {
         path: PathBuf,
     },
     /// A checkpoint or manifest file fails its checks.
-    #[error("{} is damaged ({reason}); CheckpointStore::fall_back (or deleting the MANIFEST to replay the whole log) recovers from an older checkpoint", path.display())]
+    #[error("{} is damaged ({reason}); CheckpointStore::fall_back recovers from the newest older checkpoint that verifies (damaged files are renamed aside, not deleted), or from the whole log if none does", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -61,7 +61,10 @@ impl CheckpointError {
     /// An I/O error on `path`, a full disk recognised as such.
     pub fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
         let path = path.into();
-        if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
             CheckpointError::DiskFull { path }
         } else {
             CheckpointError::Io { path, op, source }

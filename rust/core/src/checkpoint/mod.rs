@@ -1,11 +1,11 @@
 //! Checkpoints: the files that hold consistent snapshots of the engine, and the lock that
 //! keeps one engine per state directory.
 //!
-//! - [`store`]: `CheckpointStore` — checksummed checkpoint files written atomically (temporary
+//! - [`store`] — `CheckpointStore`: checksummed checkpoint files written atomically (temporary
 //!   file, fsync, rename, directory fsync), a MANIFEST naming the latest complete one,
 //!   retention of the last K, and an explicit repair (`fall_back`) for a damaged latest.
-//! - [`lock`]: `StateDirLock` — an OS file lock on `<state_dir>/LOCK`.
-//! - [`error`]: `CheckpointError`.
+//! - [`lock`] — `StateDirLock` — an OS file lock on `<state_dir>/LOCK`.
+//! - [`error`] — `CheckpointError`.
 //!
 //! What goes *into* a checkpoint (operator state, watermarks, timers, source positions) is
 //! decided by the engine (`engine::durable`); this module only stores bytes and never

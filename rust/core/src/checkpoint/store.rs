@@ -14,7 +14,9 @@
 //! Reading never guesses: a manifest naming a missing or damaged file is an error
 //! ([`CheckpointError::Missing`] / [`CheckpointError::Corrupt`]); the documented repair is
 //! [`CheckpointStore::fall_back`], which points the manifest at the newest older checkpoint
-//! that verifies. The store never deletes the checkpoint the manifest names.
+//! that verifies. The store never deletes the checkpoint the manifest names, and the repair
+//! deletes nothing: the checkpoint files it rejects are renamed `<name>.damaged-<unix secs>`
+//! (kept for inspection, ignored by [`CheckpointStore::list`]).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -36,16 +38,24 @@ fn mask(crc: u32) -> u32 {
 
 /// Writes `bytes` to `dir/name` atomically and durably: a temporary file in `dir`, `fsync`,
 /// rename over `name`, `fsync` of `dir`.
+/// On error the target is untouched (the temporary file is removed, best effort; one left by
+/// a crash is removed by [`CheckpointStore::open`]).
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let target = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| CheckpointError::io(&tmp, "create", e))?;
-    f.write_all(bytes)
-        .map_err(|e| CheckpointError::io(&tmp, "write", e))?;
-    f.sync_all()
-        .map_err(|e| CheckpointError::io(&tmp, "fsync", e))?;
-    drop(f);
-    fs::rename(&tmp, &target).map_err(|e| CheckpointError::io(&target, "rename", e))?;
+    let written = (|| {
+        let mut f = File::create(&tmp).map_err(|e| CheckpointError::io(&tmp, "create", e))?;
+        f.write_all(bytes)
+            .map_err(|e| CheckpointError::io(&tmp, "write", e))?;
+        f.sync_all()
+            .map_err(|e| CheckpointError::io(&tmp, "fsync", e))?;
+        drop(f);
+        fs::rename(&tmp, &target).map_err(|e| CheckpointError::io(&target, "rename", e))
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(dir)
 }
 
@@ -246,26 +256,49 @@ impl CheckpointStore {
     }
 
     /// Repair: points the manifest at the newest checkpoint that verifies (older than the
-    /// one named now, if any) and returns its id; `None` (manifest removed) when none
-    /// verifies, so that recovery replays the whole remaining log. Never called implicitly.
+    /// one named now, if the manifest is readable) and returns its id. The newer checkpoint
+    /// files it passes over (missing, damaged) are renamed `<name>.damaged-<unix secs>`, so
+    /// that they no longer count as checkpoints; nothing is deleted. When no checkpoint
+    /// verifies, every checkpoint file is renamed so, the manifest is removed and `None` is
+    /// returned: [`latest`](Self::latest) then reports no checkpoint and recovery replays the
+    /// whole remaining log. Never called implicitly.
     pub fn fall_back(&mut self) -> Result<Option<u64>, CheckpointError> {
         let named = self.manifest().ok().flatten();
+        let mut rejected = Vec::new();
+        let mut chosen = None;
         for id in self.list()?.into_iter().rev() {
-            if named.is_some_and(|n| id >= n) {
+            if named.is_some_and(|n| id >= n) || self.read(id).is_err() {
+                rejected.push(id);
                 continue;
             }
-            if self.read(id).is_ok() {
-                self.write_manifest(id)?;
-                return Ok(Some(id));
+            chosen = Some(id);
+            break;
+        }
+        match chosen {
+            Some(id) => self.write_manifest(id)?,
+            None => {
+                let path = self.dir.join(MANIFEST);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(CheckpointError::io(&path, "remove", e)),
+                }
             }
         }
-        let path = self.dir.join(MANIFEST);
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CheckpointError::io(&path, "remove", e)),
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for id in rejected {
+            let from = self.dir.join(file_name(id));
+            let to = self.dir.join(format!("{}.damaged-{stamp}", file_name(id)));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CheckpointError::io(&from, "rename aside", e)),
+            }
         }
-        Ok(None)
+        sync_dir(&self.dir)?;
+        Ok(chosen)
     }
 }
 
@@ -330,10 +363,8 @@ mod tests {
         assert!(matches!(s.latest(), Err(CheckpointError::Corrupt { .. })));
         fs::write(s.dir().join(file_name(1)), b"junk").unwrap();
         assert_eq!(s.fall_back().unwrap(), None);
-        assert!(matches!(
-            s.latest(),
-            Err(CheckpointError::NoManifest { .. })
-        ));
+        assert!(matches!(s.latest(), Ok(None)));
+        assert!(s.list().unwrap().is_empty());
         fs::remove_dir_all(&d).unwrap();
     }
 
