@@ -170,9 +170,9 @@ def test_query_shape_errors():
         q.collect().late()
 
 
-def test_unsupported_options_say_so():
+def test_bad_state_dir_says_so():
     with pytest.raises(errors.QueryError, match="state_dir"):
-        lm.Engine(state_dir="/tmp/x")
+        lm.Engine(state_dir=123)
 
 
 def test_sum_overflow_is_an_error_not_a_wrapped_value():
