@@ -1,11 +1,13 @@
 //! [`MmapStore`]: a state store for large state, a memory-mapped state image plus an in-memory
 //! overlay of recent writes.
 //!
-//! The base is a state image file (see [`super::image`]) mapped read-only with `MAP_POPULATE`,
-//! validated once at open (checksum, rkyv bytecheck of the index, record structure) and then
-//! read without re-validation. Point lookups go through the image's hash index (one slot
-//! probe and one record read: two cache misses for a cold key); ordered scans walk the sorted
-//! records from a sparse-index seek. An image written without a hash index (a
+//! The base is a state image file (see [`super::image`]) mapped read-only, with transparent
+//! huge pages asked for and every page faulted in at open (`MADV_HUGEPAGE` then
+//! `MADV_POPULATE_READ`: the effect of `MAP_POPULATE`, see `load_pages`), validated once at
+//! open (checksum, rkyv bytecheck of the index, record structure, hash table) and then read
+//! without re-validation. Point lookups go through the image's hash index: small records are
+//! held inline in their slot (one cache miss for a cold key), others are read from the sorted
+//! data region (two); ordered scans walk the sorted records from a sparse-index seek. An image written without a hash index (a
 //! [`MemStore`](super::MemStore) snapshot) gets one built in memory at open.
 //!
 //! Writes go to the overlay, an ordered map of puts and tombstones consulted before the base.

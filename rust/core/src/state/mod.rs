@@ -27,8 +27,10 @@
 //! write into a file that is (or may be) mapped; know about operators, threads or
 //! checkpoints (it sits below `checkpoint`, which stores the snapshots it produces).
 //!
-//! Measured on the project's 2-vCPU VM (see `benches/state_store.rs` and BENCHMARKS.md):
-//! `MmapStore` point lookups stay under the 500 ns budget at 10M keys.
+//! Measured on the project's 2-vCPU VM (`cargo bench -p laminar-core --bench state_store`):
+//! a cold, dependent `MmapStore` point lookup at 10M keys (8-byte keys, 16-byte values) takes
+//! about 290 ns (225 ns at 1M) against the 500 ns budget; a `MemStore` (`BTreeMap`) lookup
+//! takes 1.2 µs at 1M and 2.3 µs at 10M, so large keyed state belongs in an `MmapStore`.
 
 pub mod error;
 mod file;
