@@ -22,9 +22,6 @@ pub struct StateDirLock {
 impl StateDirLock {
     /// Creates `state_dir` if needed and locks it, or fails with
     /// [`CheckpointError::Locked`] if another engine (in this process or another) holds it.
-    // `File::try_lock`/`unlock` are stable since Rust 1.89; the workspace's declared MSRV
-    // (1.85) predates them, the toolchain in use (1.95) has them.
-    #[allow(clippy::incompatible_msrv)]
     pub fn acquire(state_dir: &Path) -> Result<StateDirLock, CheckpointError> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| CheckpointError::io(state_dir, "create directory", e))?;
@@ -64,7 +61,6 @@ impl StateDirLock {
 }
 
 impl Drop for StateDirLock {
-    #[allow(clippy::incompatible_msrv)] // see `acquire`
     fn drop(&mut self) {
         let _ = self.file.unlock();
     }
