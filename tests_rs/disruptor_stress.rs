@@ -357,7 +357,7 @@ fn try_publish_reports_full_and_loses_nothing() {
     let mut p = Disruptor::builder(16, Msg::default)
         .wait_strategy(Blocking::default())
         .handle_events_with(move |m: &Msg, seq, eob| {
-            if m.value % 4096 == 0 {
+            if m.value.is_multiple_of(4096) {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
             slow(m, seq, eob)
@@ -421,7 +421,7 @@ fn shutdown_drains_everything_published() {
             .wait_strategy(wait)
             .handle_events_with(|_: &Msg, _, _| Ok(()))
             .then(move |m: &Msg, _, _| {
-                if m.value % 1024 == 0 {
+                if m.value.is_multiple_of(1024) {
                     std::thread::yield_now();
                 }
                 s2.fetch_add(1, Ordering::Relaxed);

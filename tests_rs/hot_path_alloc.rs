@@ -100,7 +100,7 @@ fn spsc_push_and_pop_do_not_allocate() {
     let ((), allocs) = allocations(|| {
         let mut next = 0u64;
         while next < n {
-            if next % 3 == 0 {
+            if next.is_multiple_of(3) {
                 let k = p.push_with(64.min((n - next) as usize), |i| next + i as u64);
                 next += k as u64;
             } else if p.push(next).is_ok() {
@@ -148,7 +148,7 @@ fn disruptor_publish_and_consume_do_not_allocate() {
     let ((), allocs) = allocations(|| {
         let mut next = 0u64;
         while next < n {
-            if next % 2 == 0 && n - next >= 64 {
+            if next.is_multiple_of(2) && n - next >= 64 {
                 producer
                     .batch_publish(64, |i, slot| *slot = next + i as u64)
                     .unwrap();

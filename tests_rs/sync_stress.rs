@@ -407,7 +407,7 @@ fn values_left_in_the_ring_are_dropped_exactly_once() {
                     }
                 }
                 // Drop `p` on this thread half the time, on the test's thread otherwise.
-                if created % 2 == 0 {
+                if created.is_multiple_of(2) {
                     drop(p);
                     (created, None)
                 } else {

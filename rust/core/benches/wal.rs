@@ -81,7 +81,7 @@ fn run(
                     wal.commit(lsn).expect("commit");
                     lat.push(t0.elapsed());
                     n += 1;
-                    if t == 0 && n % 256 == 0 {
+                    if t == 0 && n.is_multiple_of(256) {
                         // A checkpoint: keep about two segments of log.
                         let keep = 2 * seg_records;
                         wal.truncate_before(wal.durable_lsn().saturating_sub(keep))

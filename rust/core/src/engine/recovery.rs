@@ -88,7 +88,7 @@ impl Engine {
 
     /// Fixes the pipeline and runs recovery, once.
     pub(super) fn seal(&mut self) -> Result<()> {
-        if !self.durable.as_ref().is_some_and(|d| !d.sealed) {
+        if self.durable.as_ref().is_none_or(|d| d.sealed) {
             return Ok(());
         }
         let Some(mut d) = self.durable.take() else {
@@ -110,6 +110,15 @@ impl Engine {
         let started = Instant::now();
         let mut from: Lsn = 1;
         if let Some((id, snap)) = d.latest_checkpoint()? {
+            if d.wal.last_lsn() < snap.lsn {
+                // The checkpoint was written only after its LSN was synced: a log that ends
+                // before it lost synced records, and new ones would reuse their numbers.
+                return Err(Error::Snapshot(format!(
+                    "the write-ahead log ends at record {} but checkpoint {id} covers up to {}: synced log records were lost (disk damage?); move the state_dir aside and start a new one",
+                    d.wal.last_lsn(),
+                    snap.lsn
+                )));
+            }
             from = snap.lsn + 1;
             self.restore_snapshot(snap)?;
             d.metrics.recovered_checkpoint = Some(id);

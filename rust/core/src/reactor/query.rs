@@ -57,6 +57,9 @@ pub struct QueryGraph {
     pub inputs: Vec<Target>,
 }
 
+/// One step's saved timers: its wheel's time and the pending `(deadline, operator, key)`.
+type SavedTimers = (i64, Vec<(i64, u32, i64)>);
+
 /// The checkpoint form of a [`QueryRuntime`] (outputs not yet taken are not part of it: a
 /// checkpoint is taken after they have been gathered).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -64,7 +67,7 @@ struct QueryState {
     /// Each node's [`Operator::snapshot`].
     operators: Vec<Vec<u8>>,
     /// Per node: wheel time and pending `(deadline, operator, key)` in firing order.
-    timers: Vec<(i64, Vec<(i64, u32, i64)>)>,
+    timers: Vec<SavedTimers>,
     node_wm: Vec<Option<i64>>,
     /// Per input `(watermark, idle, finished)`, then the combined watermark.
     tracker: (Vec<(i64, bool, bool)>, i64),

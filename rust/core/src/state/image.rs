@@ -151,7 +151,7 @@ where
             }
         }
         prev = Some(k);
-        if count % u64::from(SPARSE_INTERVAL) == 0 {
+        if count.is_multiple_of(u64::from(SPARSE_INTERVAL)) {
             sparse.push(off);
         }
         widths.add(k.len(), v.len());
@@ -380,7 +380,7 @@ pub(crate) enum AlignedBytes<'a> {
 impl AlignedBytes<'_> {
     /// Borrows `bytes` if it starts on a 16-byte boundary, else copies it.
     pub(crate) fn new(bytes: &[u8]) -> AlignedBytes<'_> {
-        if bytes.as_ptr() as usize % ALIGN == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             AlignedBytes::Borrowed(bytes)
         } else {
             let mut v = AlignedVec::<ALIGN>::with_capacity(bytes.len());
@@ -459,7 +459,7 @@ pub(crate) fn validate(bytes: &[u8], path: Option<&Path>) -> Result<ImageMeta, S
     if bytes[data.end..index_start].iter().any(|&b| b != 0) {
         return Err(bad("padding after the records is not zero".into()));
     }
-    if (bytes.as_ptr() as usize + index_start) % ALIGN != 0 {
+    if !(bytes.as_ptr() as usize + index_start).is_multiple_of(ALIGN) {
         return Err(bad("internal: image buffer is not 16-byte aligned".into()));
     }
     let index_bytes = &bytes[index_start..t];
@@ -523,7 +523,7 @@ fn check_records(bytes: &[u8], meta: &ImageMeta) -> Result<(), String> {
         if prev.is_some_and(|p| p >= k) {
             return Err(format!("record {i} is out of key order"));
         }
-        if i % meta.interval as u64 == 0 {
+        if i.is_multiple_of(meta.interval as u64) {
             let want = read_u64(sparse, (i / meta.interval as u64) as usize * 8);
             if want != Some(off as u64) {
                 return Err(format!("sparse index entry for record {i} is wrong"));

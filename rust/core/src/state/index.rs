@@ -251,7 +251,7 @@ impl<'a> Table<'a> {
     /// record: the image checksum covers accidental damage, and a wrong slot can only make a
     /// lookup miss).
     pub(crate) fn check(&self, count: u64, data_len: u64) -> Result<(), String> {
-        if !WIDTHS.contains(&self.width) || self.bytes.len() % self.width != 0 {
+        if !WIDTHS.contains(&self.width) || !self.bytes.len().is_multiple_of(self.width) {
             return Err(format!("hash slot width {} is not valid", self.width));
         }
         if !self.slots.is_power_of_two() || self.slots as u64 <= count {
