@@ -220,24 +220,7 @@ impl Cores {
     pub fn snapshot(&mut self) -> Result<Vec<Vec<Vec<u8>>>> {
         match self {
             Cores::Inline(r, _) => Ok(vec![r.snapshot()?]),
-            Cores::Threaded(t) => {
-                // Gather first, so that an error from earlier work is reported as such.
-                t.sync()?;
-                let reports = t.rt.sync_with(true)?;
-                let mut states = Vec::with_capacity(reports.len());
-                let mut error = None;
-                for r in reports {
-                    // Nothing was sent since the sync above: no results to keep.
-                    if error.is_none() {
-                        error = r.error;
-                    }
-                    states.push(r.snapshot.unwrap_or_default());
-                }
-                if let Some(e) = error {
-                    return Err(e);
-                }
-                Ok(states)
-            }
+            Cores::Threaded(t) => t.barrier(true),
         }
     }
 
@@ -401,12 +384,20 @@ impl Threaded {
         if !self.dirty {
             return Ok(());
         }
-        let reports = self.rt.sync()?;
+        self.barrier(false).map(|_| ())
+    }
+
+    /// One round trip to every core: gathers their new results and counters and, with
+    /// `snapshot`, every core's query states (index: core, then query). A core reports its
+    /// first error instead of a snapshot, so states come back only when every core is sound.
+    fn barrier(&mut self, snapshot: bool) -> Result<Vec<Vec<Vec<u8>>>> {
+        let reports = self.rt.sync_with(snapshot)?;
         self.dirty = false;
         for m in &mut self.metrics {
             *m = QueryMetrics::default();
         }
         let mut error = None;
+        let mut states = Vec::with_capacity(if snapshot { reports.len() } else { 0 });
         for r in reports {
             for (q, out) in r.queries.into_iter().enumerate() {
                 if let Some(g) = self.gathered.get_mut(q) {
@@ -420,8 +411,9 @@ impl Threaded {
             if error.is_none() {
                 error = r.error;
             }
+            states.extend(r.snapshot);
         }
-        error.map_or(Ok(()), Err)
+        error.map_or(Ok(states), Err)
     }
 }
 
