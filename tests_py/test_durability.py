@@ -323,3 +323,25 @@ def test_lookup_tables_recover_from_the_log_and_refuse_checkpoints_clearly(tmp_p
     got = sorted_rows(out.to_arrow())
     eng.close()
     assert sorted(set(first) | set(got), key=repr) == sorted(set(want), key=repr)
+
+
+def test_damaged_log_tail_is_cut_and_reported_not_silent(tmp_path):
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    for k in range(3):
+        src.push(batch(k).slice(0, 100), seq=k)
+    eng.close()
+    segments = sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))
+    assert segments
+    seg = segments[-1]
+    data = bytearray(seg.read_bytes())
+    last = max(i for i, b in enumerate(data) if b)  # inside the last record's payload
+    data[last] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    r = eng.recover()
+    assert r["log_cut"] and "bad checksum" in r["log_cut"], r
+    assert r["replayed_records"] == 2
+    assert eng.metrics()["durability"]["log_cut"] == r["log_cut"]
+    assert src.position()["last_seq"] == 1
+    assert src.push(batch(2).slice(0, 100), seq=2) is True  # the producer pushes it again
+    eng.close()

@@ -271,7 +271,8 @@ class Engine:
         replays the log after it. It also runs by itself at the first push or poll; call it
         first to read :meth:`Source.position` before pushing. Returns ``checkpoint`` (the id
         loaded, or None), ``replayed_records``, ``replay_failures`` (inputs that had failed
-        live and failed again) and ``seconds``."""
+        live and failed again), ``seconds`` and ``log_cut``: what a torn or damaged log tail
+        lost (None if nothing). A producer re-pushes from ``Source.position()``."""
         self._check_open()
         return self._native.recover()
 

@@ -305,6 +305,7 @@ impl PyEngine {
         d.set_item("replayed_records", r.replayed_records)?;
         d.set_item("replay_failures", r.replay_failures)?;
         d.set_item("seconds", r.seconds)?;
+        d.set_item("log_cut", r.log_cut)?;
         Ok(d)
     }
 
@@ -531,6 +532,7 @@ impl PyEngine {
             d.set_item("replayed_records", m.replayed_records)?;
             d.set_item("replay_failures", m.replay_failures)?;
             d.set_item("recovery_s", m.recovery_s)?;
+            d.set_item("log_cut", m.log_cut)?;
             out.set_item("durability", d)?;
         }
         Ok(out)

@@ -122,6 +122,17 @@ impl LogRecord {
         })
     }
 
+    /// The processing time the input was applied at.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            LogRecord::Push { now, .. }
+            | LogRecord::Table { now, .. }
+            | LogRecord::Tick { now }
+            | LogRecord::Idle { now }
+            | LogRecord::Flush { now } => *now,
+        }
+    }
+
     /// The batches of a [`LogRecord::Push`].
     pub fn push_batches(data: &[Vec<u8>]) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
@@ -223,6 +234,9 @@ pub struct DurabilityMetrics {
     pub replay_failures: u64,
     /// Recovery time in seconds.
     pub recovery_s: f64,
+    /// What opening the log cut off (a torn or damaged tail: records never acknowledged, in
+    /// the default recovery mode), if anything.
+    pub log_cut: Option<String>,
 }
 
 /// An engine's log, checkpoints and state-directory lock.
@@ -250,7 +264,21 @@ impl Durable {
             recovery: config.recovery,
             ..WalConfig::new(config.state_dir.join("wal"))
         };
-        let (wal, _report) = Wal::open(wal_config)?;
+        let (wal, report) = Wal::open(wal_config)?;
+        let log_cut = report.truncation.map(|t| {
+            format!(
+                "log cut at segment {} offset {} ({}): that record and {} valid records after it discarded{}",
+                t.segment,
+                t.offset,
+                t.reason,
+                t.records_discarded,
+                if t.segments_removed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; later segments removed: {:?}", t.segments_removed)
+                }
+            )
+        });
         let checkpoints = CheckpointStore::open(&config.state_dir, config.retain_checkpoints)?;
         let next_checkpoint_id = checkpoints.list()?.last().map_or(1, |id| id + 1);
         Ok(Durable {
@@ -261,7 +289,10 @@ impl Durable {
             sealed: false,
             last_checkpoint_at: 0,
             next_checkpoint_id,
-            metrics: DurabilityMetrics::default(),
+            metrics: DurabilityMetrics {
+                log_cut,
+                ..DurabilityMetrics::default()
+            },
         })
     }
 

@@ -30,6 +30,9 @@ pub struct RecoveryReport {
     pub replay_failures: u64,
     /// Seconds it took.
     pub seconds: f64,
+    /// What opening the log cut off as torn or damaged, if anything (see
+    /// [`DurabilityMetrics::log_cut`]).
+    pub log_cut: Option<String>,
 }
 
 /// Where a source stands: what a restarted producer needs to know to resume.
@@ -83,6 +86,7 @@ impl Engine {
             replayed_records: m.replayed_records,
             replay_failures: m.replay_failures,
             seconds: m.recovery_s,
+            log_cut: m.log_cut,
         })
     }
 
@@ -141,39 +145,26 @@ impl Engine {
 
     /// Applies one logged input as the live engine did.
     fn replay(&mut self, record: LogRecord) -> Result<()> {
+        self.op_now = Some(record.now());
         match record {
             LogRecord::Push {
-                source,
-                seq,
-                now,
-                data,
+                source, seq, data, ..
             } => {
-                self.op_now = Some(now);
                 let batches = LogRecord::push_batches(&data)?;
                 self.push_seq(&source, &batches, seq).map(|_| ())
             }
             LogRecord::Table {
                 name,
                 replace,
-                now,
                 data,
+                ..
             } => {
-                self.op_now = Some(now);
                 let rows = LogRecord::table_rows(&data)?;
                 self.apply_table_update(&name, rows, replace)
             }
-            LogRecord::Tick { now } => {
-                self.op_now = Some(now);
-                self.tick().and_then(|()| self.mark_idle_sources())
-            }
-            LogRecord::Idle { now } => {
-                self.op_now = Some(now);
-                self.mark_idle_sources()
-            }
-            LogRecord::Flush { now } => {
-                self.op_now = Some(now);
-                self.apply_flush()
-            }
+            LogRecord::Tick { .. } => self.tick().and_then(|()| self.mark_idle_sources()),
+            LogRecord::Idle { .. } => self.mark_idle_sources(),
+            LogRecord::Flush { .. } => self.apply_flush(),
         }
     }
 
@@ -183,16 +174,12 @@ impl Engine {
         &mut self,
         record: impl FnOnce(Timestamp) -> Result<LogRecord>,
     ) -> Result<Option<Lsn>> {
-        if self.durable.is_none() {
+        let Some(d) = &mut self.durable else {
             // Live without a log, or a replay (the logged time is already frozen).
             return Ok(None);
-        }
-        let now = self.clock.now_ms();
-        let record = record(now)?;
-        let lsn = match &mut self.durable {
-            Some(d) => d.log(&record)?,
-            None => return Ok(None),
         };
+        let now = self.clock.now_ms();
+        let lsn = d.log(&record(now)?)?;
         self.op_now = Some(now);
         Ok(Some(lsn))
     }
@@ -207,18 +194,20 @@ impl Engine {
         commit: bool,
         applied: Result<()>,
     ) -> Result<()> {
-        let Some(lsn) = lsn else {
+        let Some(d) = &self.durable else {
+            // No log, or a replay (which leaves the logged time frozen for the next record).
             return applied;
         };
         let now = self.now();
         self.op_now = None;
-        let committed = match &self.durable {
-            Some(d) if commit => d.commit(lsn),
+        let committed = match lsn {
+            Some(lsn) if commit => d.commit(lsn),
             _ => Ok(()),
         };
+        let due = d.checkpoint_due(now);
         applied?;
         committed?;
-        if self.durable.as_ref().is_some_and(|d| d.checkpoint_due(now)) {
+        if due {
             self.periodic_checkpoint(now)?;
         }
         Ok(())
@@ -238,15 +227,6 @@ impl Engine {
             None
         };
         let applied = self.tick().and_then(|()| self.mark_idle_sources());
-        if lsn.is_none()
-            && self
-                .durable
-                .as_ref()
-                .is_some_and(|d| d.checkpoint_due(self.now()))
-        {
-            applied?;
-            return self.periodic_checkpoint(self.now());
-        }
         self.end_input(lsn, false, applied)
     }
 
