@@ -8,114 +8,22 @@
 //! Damaged operator state (truncated, or every byte flipped in turn) is refused or restored
 //! without a panic, and state of another pipeline is refused clearly.
 
-use std::collections::HashMap;
+#[path = "common/restore.rs"]
+mod restore;
+
 use std::sync::Arc;
 
 use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use laminar_core::engine::{compile, QueryPlan, SourceSchema, TIME_COLUMN};
-use laminar_core::operator::lookup_join::{LookupTables, TableDef};
+use laminar_core::engine::TIME_COLUMN;
+use laminar_core::operator::lookup_join::TableDef;
 use laminar_core::operator::snapshot::{decode, encode};
 use laminar_core::reactor::{Budget, CoreMessage, Reactor};
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
+use restore::{check_restore, int_col, rows_messages, rows_schema, run, Setup, ALL_AGGS};
 
 // ---------------------------------------------------------------------------------------------
-// Harness
-
-/// A query, its sources (query input `i` reads source `i`) and the engine's lookup tables.
-struct Setup {
-    plan: QueryPlan,
-    sources: Vec<SchemaRef>,
-    tables: LookupTables,
-}
-
-impl Setup {
-    fn new(json: &str, sources: Vec<SchemaRef>, tables: Vec<TableDef>) -> Self {
-        Setup {
-            plan: QueryPlan::from_json(json).expect("valid plan"),
-            sources,
-            tables: tables.into_iter().map(|t| (t.name.clone(), t)).collect(),
-        }
-    }
-
-    fn reactor(&self) -> Reactor {
-        let schemas: HashMap<String, SourceSchema> = self
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    format!("src{i}"),
-                    SourceSchema {
-                        stream: s.clone(),
-                        time_type: DataType::Int64,
-                    },
-                )
-            })
-            .collect();
-        let compiled = compile(&self.plan, &schemas, &self.tables).expect("plan compiles");
-        let mut r = Reactor::new(64);
-        let ids: Vec<u32> = (0..self.sources.len() as u32).collect();
-        r.add_query(&ids, compiled.graph);
-        r
-    }
-}
-
-fn run(r: &mut Reactor, msgs: &[CoreMessage], out: &mut Vec<RecordBatch>) {
-    for m in msgs {
-        r.run(m.clone(), Budget::default()).expect("message runs");
-        out.extend(r.take_output(0));
-        out.extend(r.take_late(0));
-    }
-}
-
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| arrow_cast::display::array_value_to_string(c, i).expect("display"))
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
-}
-
-/// Runs `msgs` whole, and again with a snapshot/restore cycle at each cut (fractions of the
-/// script); both runs must emit the same rows in the same order and end with the same
-/// counters.
-fn check_restore(setup: &Setup, msgs: &[CoreMessage], cuts: &[f64]) -> Result<(), TestCaseError> {
-    let mut whole = Vec::new();
-    let mut uninterrupted = setup.reactor();
-    run(&mut uninterrupted, msgs, &mut whole);
-
-    let mut cuts: Vec<usize> = cuts
-        .iter()
-        .map(|f| ((msgs.len() as f64) * f) as usize)
-        .collect();
-    cuts.sort_unstable();
-    let mut resumed = Vec::new();
-    let mut r = setup.reactor();
-    let mut done = 0;
-    for cut in cuts {
-        run(&mut r, &msgs[done..cut], &mut resumed);
-        done = cut;
-        let saved = r.snapshot().expect("snapshot");
-        r = setup.reactor();
-        r.restore_query(0, &saved[0]).expect("restore");
-        // Nothing saved depends on hash order: the restored state saves to the same bytes.
-        prop_assert_eq!(&r.snapshot().expect("snapshot again"), &saved);
-    }
-    run(&mut r, &msgs[done..], &mut resumed);
-    prop_assert_eq!(rows(&resumed), rows(&whole));
-    // The counters (late rows, peak state) carry over too.
-    prop_assert_eq!(r.query_metrics(0), uninterrupted.query_metrics(0));
-    Ok(())
-}
+// Damage
 
 /// `(deadline, operator, key)` of a pending timer in a query's snapshot.
 type Timer = (i64, u32, i64);
@@ -186,74 +94,17 @@ fn check_damage(setup: &Setup, msgs: &[CoreMessage], cut: usize, node: usize, fo
     assert!(err.to_string().contains("pipeline changed"), "{err}");
 }
 
-fn int_col(v: Vec<Option<i64>>) -> Arc<Int64Array> {
-    Arc::new(Int64Array::from(v))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Session windows
-
-fn session_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Int64, false),
-        Field::new("k", DataType::Int64, true),
-        Field::new("s", DataType::Utf8, false),
-        Field::new("v", DataType::Float64, true),
-        Field::new(TIME_COLUMN, DataType::Int64, false),
-    ]))
-}
 
 fn session_setup(gap: i64, keys: &str, emit: &str, lateness: i64, late: &str) -> Setup {
     let json = format!(
         r#"{{"inputs": ["src0"], "ops": [{{"op": "window_aggregate",
             "window": {{"kind": "session", "gap_ms": {gap}}},
             "keys": {keys}, "allowed_lateness_ms": {lateness}, "late": "{late}", "emit": {emit},
-            "aggs": [{{"name": "n", "func": "count"}},
-                     {{"name": "nv", "func": "count", "column": "v"}},
-                     {{"name": "sum_v", "func": "sum", "column": "v"}},
-                     {{"name": "sum_k", "func": "sum", "column": "k"}},
-                     {{"name": "lo", "func": "min", "column": "v"}},
-                     {{"name": "hi", "func": "max", "column": "k"}},
-                     {{"name": "mean", "func": "avg", "column": "v"}},
-                     {{"name": "first_v", "func": "first", "column": "v"}},
-                     {{"name": "last_k", "func": "last", "column": "k"}}]}}]}}"#
+            "aggs": {ALL_AGGS}}}]}}"#
     );
-    Setup::new(&json, vec![session_schema()], Vec::new())
-}
-
-/// Per batch of rows `(ts, key, value)`: the batch, the bounded-delay watermark it produces,
-/// and a processing-time tick (for periodic emits).
-fn session_messages(batches: &[Vec<(i64, i64, Option<f64>)>], delay: i64) -> Vec<CoreMessage> {
-    let mut out = Vec::new();
-    let mut max_ts = i64::MIN;
-    for (i, rows) in batches.iter().enumerate() {
-        let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let k: Vec<Option<i64>> = rows.iter().map(|r| (r.1 != 3).then_some(r.1)).collect();
-        let s: Vec<String> = rows.iter().map(|r| format!("key-{}", r.1 % 3)).collect();
-        let v: Vec<Option<f64>> = rows.iter().map(|r| r.2).collect();
-        let batch = RecordBatch::try_new(
-            session_schema(),
-            vec![
-                Arc::new(Int64Array::from(ts.clone())),
-                int_col(k),
-                Arc::new(StringArray::from(s)),
-                Arc::new(Float64Array::from(v)),
-                Arc::new(Int64Array::from(ts.clone())),
-            ],
-        )
-        .expect("batch");
-        out.push(CoreMessage::Data { source: 0, batch });
-        max_ts = ts.iter().copied().fold(max_ts, i64::max);
-        out.push(CoreMessage::Watermark {
-            source: 0,
-            ts: max_ts - delay,
-        });
-        out.push(CoreMessage::Tick {
-            now: (i as i64 + 1) * 700,
-        });
-    }
-    out.push(CoreMessage::EndOfInput { source: 0 });
-    out
+    Setup::new(&json, vec![rows_schema()], Vec::new())
 }
 
 fn session_batches() -> impl Strategy<Value = Vec<Vec<(i64, i64, Option<f64>)>>> {
@@ -294,7 +145,7 @@ proptest! {
         cuts in proptest::collection::vec(0.0f64..1.0, 1..3),
     ) {
         let setup = session_setup(gap, keys, emit, lateness, late);
-        check_restore(&setup, &session_messages(&input, delay), &cuts)?;
+        check_restore(&setup, &rows_messages(&input, delay, true), &cuts)?;
     }
 }
 
@@ -307,7 +158,7 @@ fn session_damaged_or_foreign_state_is_an_error() {
                 .collect()
         })
         .collect();
-    let msgs = session_messages(&batches, 200);
+    let msgs = rows_messages(&batches, 200, true);
     for keys in ["[]", r#"["s", "k"]"#] {
         let emit = r#"{"kind": "changelog"}"#;
         let setup = session_setup(100, keys, emit, 300, "drop");
