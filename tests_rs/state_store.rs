@@ -10,51 +10,16 @@
 //! - empty stores, large keys and values, unaligned snapshot buffers, snapshots moving between
 //!   the two stores, stale temporary files, and bulk builds.
 
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use laminar_core::state::{MemStore, MmapStore, StateError, StateStore};
 use proptest::prelude::*;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "laminar-state-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `bytes` to a new file (rewriting one file over and over makes ext4 flush it on
-    /// every close: slow on a busy disk).
-    fn write_new(&self, bytes: &[u8]) -> PathBuf {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = self
-            .0
-            .join(format!("f{}.img", N.fetch_add(1, Ordering::Relaxed)));
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
