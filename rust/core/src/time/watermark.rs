@@ -83,6 +83,14 @@ impl GeneratorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatermarkGenerator {
     config: GeneratorConfig,
+    /// Everything that moves (what a checkpoint saves).
+    progress: GeneratorState,
+}
+
+/// The progress of a [`WatermarkGenerator`] (everything but its configuration), as a
+/// checkpoint saves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct GeneratorState {
     /// Current watermark; `NO_WATERMARK` until the first advance.
     watermark: Timestamp,
     /// Maximum event time seen over all batches.
@@ -95,39 +103,15 @@ pub struct WatermarkGenerator {
     future_rows: u64,
 }
 
-/// The progress of a [`WatermarkGenerator`] (everything but its configuration), as a
-/// checkpoint saves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct GeneratorState {
-    watermark: Timestamp,
-    max_event_ts: Option<Timestamp>,
-    max_punctuation: Option<Timestamp>,
-    last_data_proc_ms: i64,
-    idle: bool,
-    future_rows: u64,
-}
-
 impl WatermarkGenerator {
     /// Its progress, for a checkpoint.
     pub fn save(&self) -> GeneratorState {
-        GeneratorState {
-            watermark: self.watermark,
-            max_event_ts: self.max_event_ts,
-            max_punctuation: self.max_punctuation,
-            last_data_proc_ms: self.last_data_proc_ms,
-            idle: self.idle,
-            future_rows: self.future_rows,
-        }
+        self.progress
     }
 
     /// Puts back progress saved by [`save`](Self::save) (the configuration stays).
-    pub fn load(&mut self, s: GeneratorState) {
-        self.watermark = s.watermark;
-        self.max_event_ts = s.max_event_ts;
-        self.max_punctuation = s.max_punctuation;
-        self.last_data_proc_ms = s.last_data_proc_ms;
-        self.idle = s.idle;
-        self.future_rows = s.future_rows;
+    pub fn load(&mut self, progress: GeneratorState) {
+        self.progress = progress;
     }
 
     /// Creates a generator with no watermark, active (not idle), whose idle timer starts at
@@ -135,12 +119,14 @@ impl WatermarkGenerator {
     pub fn new(config: GeneratorConfig, created_at_proc_ms: i64) -> Self {
         WatermarkGenerator {
             config,
-            watermark: NO_WATERMARK,
-            max_event_ts: None,
-            max_punctuation: None,
-            last_data_proc_ms: created_at_proc_ms,
-            idle: false,
-            future_rows: 0,
+            progress: GeneratorState {
+                watermark: NO_WATERMARK,
+                max_event_ts: None,
+                max_punctuation: None,
+                last_data_proc_ms: created_at_proc_ms,
+                idle: false,
+                future_rows: 0,
+            },
         }
     }
 
@@ -151,10 +137,10 @@ impl WatermarkGenerator {
 
     /// The current watermark, or `None` if none was produced yet. Never decreases.
     pub fn current(&self) -> Option<Timestamp> {
-        if self.watermark == NO_WATERMARK {
+        if self.progress.watermark == NO_WATERMARK {
             None
         } else {
-            Some(self.watermark)
+            Some(self.progress.watermark)
         }
     }
 
@@ -171,7 +157,7 @@ impl WatermarkGenerator {
     /// Counts rows that were beyond the [`horizon`](Self::horizon) and so did not move the
     /// watermark.
     pub fn record_future_rows(&mut self, rows: u64) {
-        self.future_rows = self.future_rows.saturating_add(rows);
+        self.progress.future_rows = self.progress.future_rows.saturating_add(rows);
     }
 
     /// Called once per non-empty batch, AFTER the batch's rows were handed to the operators
@@ -196,23 +182,23 @@ impl WatermarkGenerator {
         punctuation: Option<Timestamp>,
         now_proc_ms: i64,
     ) -> Option<Timestamp> {
-        self.last_data_proc_ms = now_proc_ms;
-        self.idle = false;
+        self.progress.last_data_proc_ms = now_proc_ms;
+        self.progress.idle = false;
 
-        self.max_event_ts = Some(match self.max_event_ts {
+        self.progress.max_event_ts = Some(match self.progress.max_event_ts {
             Some(seen) => seen.max(max_event_ts),
             None => max_event_ts,
         });
         if let Some(p) = punctuation {
-            self.max_punctuation = Some(match self.max_punctuation {
+            self.progress.max_punctuation = Some(match self.progress.max_punctuation {
                 Some(seen) => seen.max(p),
                 None => p,
             });
         }
 
         let candidate = self.candidate()?;
-        if candidate > self.watermark {
-            self.watermark = candidate;
+        if candidate > self.progress.watermark {
+            self.progress.watermark = candidate;
             Some(candidate)
         } else {
             None
@@ -223,10 +209,11 @@ impl WatermarkGenerator {
     fn candidate(&self) -> Option<Timestamp> {
         match self.config.strategy {
             WatermarkStrategy::BoundedDelay { delay_ms } => self
+                .progress
                 .max_event_ts
                 .map(|max| max.saturating_sub(delay_ms.max(0))),
-            WatermarkStrategy::Ascending => self.max_event_ts,
-            WatermarkStrategy::Punctuated => self.max_punctuation,
+            WatermarkStrategy::Ascending => self.progress.max_event_ts,
+            WatermarkStrategy::Punctuated => self.progress.max_punctuation,
         }
     }
 
@@ -240,11 +227,11 @@ impl WatermarkGenerator {
             Some(t) => t.max(0),
             None => return false,
         };
-        if self.idle {
+        if self.progress.idle {
             return false;
         }
-        if now_proc_ms.saturating_sub(self.last_data_proc_ms) >= timeout {
-            self.idle = true;
+        if now_proc_ms.saturating_sub(self.progress.last_data_proc_ms) >= timeout {
+            self.progress.idle = true;
             true
         } else {
             false
@@ -254,22 +241,22 @@ impl WatermarkGenerator {
     /// Whether the source is currently idle (set by [`check_idle`](Self::check_idle), cleared
     /// by [`on_batch`](Self::on_batch)).
     pub fn is_idle(&self) -> bool {
-        self.idle
+        self.progress.idle
     }
 
     /// How many rows were beyond the horizon and did not move the watermark.
     pub fn future_rows(&self) -> u64 {
-        self.future_rows
+        self.progress.future_rows
     }
 
     /// Maximum event time seen so far, or `None` before the first batch.
     pub fn max_event_ts(&self) -> Option<Timestamp> {
-        self.max_event_ts
+        self.progress.max_event_ts
     }
 
     /// Processing time of the last batch, or of creation if there was none.
     pub fn last_data_proc_ms(&self) -> i64 {
-        self.last_data_proc_ms
+        self.progress.last_data_proc_ms
     }
 }
 
