@@ -49,6 +49,7 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+mod hash;
 pub mod operator;
 pub mod reactor;
 pub mod runtime;

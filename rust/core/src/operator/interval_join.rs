@@ -62,7 +62,7 @@ use arrow_select::take::take;
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::snapshot::{decode, encode, SavedBatches};
+use super::snapshot::{decode, encode, same_column_types, SavedBatches};
 use super::window::MAX_SPAN_MS;
 use super::window_aggregate::LatePolicy;
 use super::{metrics_from_array, metrics_to_array, Operator, OperatorContext, OperatorMetrics};
@@ -507,13 +507,7 @@ impl Side {
     fn load(&mut self, st: SideState, input: &Schema, entries: usize) -> Result<()> {
         let (schema, batches) = st.batches.load("interval join rows")?;
         let want = saved_schema(input);
-        let same = schema.fields().len() == want.fields().len()
-            && schema
-                .fields()
-                .iter()
-                .zip(want.fields())
-                .all(|(a, b)| a.data_type() == b.data_type());
-        if !same {
+        if !same_column_types(&schema, &want) {
             return Err(foreign("the saved rows have other columns"));
         }
         if batches.len() != st.stored.len() {

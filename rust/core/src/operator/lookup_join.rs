@@ -22,7 +22,7 @@ use arrow_select::take::take;
 use hashbrown::HashMap as FastMap;
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{decode, encode, SavedBatches};
+use super::snapshot::{decode, encode, same_column_types, SavedBatches};
 use super::{Operator, OperatorContext, OperatorMetrics};
 use crate::engine::TIME_COLUMN;
 use crate::error::{Error, Result};
@@ -385,13 +385,7 @@ impl LookupJoin {
         let name = self.table.name.clone();
         let (schema, batches) = st.chunks.load("lookup table rows")?;
         let want = self.chunk_schema();
-        let same = schema.fields().len() == want.fields().len()
-            && schema
-                .fields()
-                .iter()
-                .zip(want.fields())
-                .all(|(a, b)| a.data_type() == b.data_type());
-        if !same {
+        if !same_column_types(&schema, &want) {
             return Err(foreign(&name, "the saved rows have other columns"));
         }
         let has_columns = !self.value_columns.is_empty();

@@ -49,6 +49,18 @@ where
         .map_err(|e| Error::Snapshot(format!("the saved state of {what} is damaged: {e}")))
 }
 
+/// Whether saved Arrow data of schema `saved` fits where `want` is expected: the same
+/// number of columns with the same types (names, nullability and metadata are not checked:
+/// restored data need not carry them).
+pub fn same_column_types(saved: &arrow_schema::Schema, want: &arrow_schema::Schema) -> bool {
+    saved.fields().len() == want.fields().len()
+        && saved
+            .fields()
+            .iter()
+            .zip(want.fields())
+            .all(|(a, b)| a.data_type() == b.data_type())
+}
+
 /// Arrow data in a snapshot or log record: an Arrow IPC stream (schema, then the batches),
 /// so the bytes are the columnar layout itself, with no per-row encoding.
 pub fn encode_batches(

@@ -15,7 +15,8 @@
 //!
 //! The hash depends only on the key values and their type, never on the batch, the process
 //! or the thread, so equal keys always reach the same core: that is what keeps a group's
-//! window state, or a join key's rows from both sides, on one core. The router never looks at
+//! window state, or a join key's rows from both sides, on one core. It must also stay the
+//! same across processes and releases: a checkpoint holds each core's keys. The router never looks at
 //! rows beyond their key columns.
 
 use arrow_array::cast::AsArray;
@@ -27,15 +28,7 @@ use crate::error::Result;
 
 const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The murmur3 64-bit finaliser: a strong, cheap mix of one word.
-#[inline(always)]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
+use crate::hash::fmix64 as mix;
 
 #[inline]
 fn hash_bytes(b: &[u8]) -> u64 {

@@ -11,6 +11,8 @@
 /// The seed the writer uses; stored in the image so that a later version may pick another.
 pub(crate) const DEFAULT_SEED: u64 = 0x6c61_6d69_6e61_7231;
 
+use crate::hash::fmix64;
+
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Hashes `key` with `seed` (format version 1; must never change).
@@ -30,16 +32,6 @@ pub(crate) fn hash_key(seed: u64, key: &[u8]) -> u64 {
         h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
     }
     fmix64(h)
-}
-
-/// murmur3's 64-bit finaliser: every input bit affects every output bit.
-#[inline]
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
 }
 
 #[cfg(test)]
