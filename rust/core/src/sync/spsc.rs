@@ -82,7 +82,8 @@ impl<T> Shared<T> {
         for pos in head..tail {
             // SAFETY: `&mut self` means both handles are gone; slots in `[head, tail)` hold
             // initialised values that nobody else will read.
-            self.slot(pos).with_mut(|p| unsafe { (*p).assume_init_drop() });
+            self.slot(pos)
+                .with_mut(|p| unsafe { (*p).assume_init_drop() });
         }
     }
 }
