@@ -11,7 +11,7 @@ mod restore;
 
 use laminar_core::reactor::Budget;
 use proptest::prelude::*;
-use restore::{check_restore, rows_messages, rows_schema, run, Setup, ALL_AGGS};
+use restore::{check_restore, row_batches, rows_messages, rows_schema, run, Setup, ALL_AGGS};
 
 fn plan(window: &str, keys: &str, emit: &str, lateness: i64) -> Setup {
     let json = format!(
@@ -22,29 +22,12 @@ fn plan(window: &str, keys: &str, emit: &str, lateness: i64) -> Setup {
     Setup::new(&json, vec![rows_schema()], Vec::new())
 }
 
-fn batches() -> impl Strategy<Value = Vec<Vec<(i64, i64, Option<f64>)>>> {
-    let row = (
-        0i64..6_000,
-        0i64..5,
-        proptest::option::weighted(0.9, -50.0f64..50.0),
-    );
-    proptest::collection::vec(proptest::collection::vec(row, 1..30), 1..12).prop_map(|mut bs| {
-        // Mostly increasing time, with jitter: shift batch i by i * 500 ms.
-        for (i, b) in bs.iter_mut().enumerate() {
-            for r in b.iter_mut() {
-                r.0 += i as i64 * 500;
-            }
-        }
-        bs
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn restore_then_continue_equals_uninterrupted(
-        input in batches(),
+        input in row_batches(6_000, 500, 30, 12),
         window in prop_oneof![
             Just(r#"{"kind": "tumbling", "size_ms": 1000}"#),
             Just(r#"{"kind": "sliding", "size_ms": 3000, "slide_ms": 1000}"#),

@@ -20,7 +20,9 @@ use laminar_core::operator::lookup_join::TableDef;
 use laminar_core::operator::snapshot::{decode, encode};
 use laminar_core::reactor::{Budget, CoreMessage, Reactor};
 use proptest::prelude::*;
-use restore::{check_restore, int_col, rows_messages, rows_schema, run, Setup, ALL_AGGS};
+use restore::{
+    check_restore, int_col, row_batches, rows_messages, rows_schema, run, Setup, ALL_AGGS,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Damage
@@ -107,29 +109,12 @@ fn session_setup(gap: i64, keys: &str, emit: &str, lateness: i64, late: &str) ->
     Setup::new(&json, vec![rows_schema()], Vec::new())
 }
 
-fn session_batches() -> impl Strategy<Value = Vec<Vec<(i64, i64, Option<f64>)>>> {
-    let row = (
-        0i64..3_000,
-        0i64..5,
-        proptest::option::weighted(0.9, -50.0f64..50.0),
-    );
-    proptest::collection::vec(proptest::collection::vec(row, 1..20), 1..14).prop_map(|mut bs| {
-        // Mostly increasing time, with jitter: shift batch i by i * 400 ms.
-        for (i, b) in bs.iter_mut().enumerate() {
-            for r in b.iter_mut() {
-                r.0 += i as i64 * 400;
-            }
-        }
-        bs
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn session_restore_then_continue_equals_uninterrupted(
-        input in session_batches(),
+        input in row_batches(3_000, 400, 20, 14),
         gap in prop_oneof![Just(50i64), 100i64..600],
         keys in prop_oneof![Just("[]"), Just(r#"["k"]"#), Just(r#"["s"]"#), Just(r#"["s", "k"]"#)],
         emit in prop_oneof![

@@ -180,3 +180,29 @@ pub fn rows_messages(
     out.push(CoreMessage::EndOfInput { source: 0 });
     out
 }
+
+/// Batches of rows `(ts, key, value)` for [`rows_messages`]: up to `max_batches` batches of up
+/// to `max_rows` rows, times in `0..jitter` shifted by `i * step` ms for batch `i` (mostly
+/// increasing, out of order within `jitter`), keys in `0..5`, values sometimes null.
+pub fn row_batches(
+    jitter: i64,
+    step: i64,
+    max_rows: usize,
+    max_batches: usize,
+) -> impl Strategy<Value = Vec<Vec<(i64, i64, Option<f64>)>>> {
+    let row = (
+        0i64..jitter,
+        0i64..5,
+        proptest::option::weighted(0.9, -50.0f64..50.0),
+    );
+    proptest::collection::vec(proptest::collection::vec(row, 1..max_rows), 1..max_batches).prop_map(
+        move |mut bs| {
+            for (i, b) in bs.iter_mut().enumerate() {
+                for r in b.iter_mut() {
+                    r.0 += i as i64 * step;
+                }
+            }
+            bs
+        },
+    )
+}
