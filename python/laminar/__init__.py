@@ -23,6 +23,7 @@ from .errors import LaminarError
 from .expr import Expr, col, lit
 from .query import GroupedWindow, Query, QueryResult, Stream, WindowedStream
 from .run import run
+from .sink import SinkHandle, files
 from .specs import (
     Agg,
     Emit,
@@ -51,6 +52,7 @@ from .specs import (
 __all__ = [
     "__version__", "errors", "LaminarError", "Duration",
     "Engine", "Source", "LookupTable", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
+    "files", "SinkHandle",
     "Expr", "col", "lit",
     "Window", "tumbling", "sliding", "session", "Watermark", "bounded_delay", "ascending", "punctuated",
     "Agg", "count", "sum", "min", "max", "avg", "first", "last",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from typing import Any, Callable, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from ._durations import Duration, to_millis
 from ._input import to_arrow
 from .errors import EngineClosedError, NameConflictError, QueryError
 from .query import QueryResult, Stream
+from .sink import Callback, FileTarget, SinkHandle, check_target, deliver
 from .specs import Watermark, bounded_delay
 
 __all__ = ["Engine", "Source", "LookupTable"]
@@ -122,6 +124,10 @@ class Engine:
         self._sources: dict[str, Source] = {}
         self._results: dict[str, QueryResult] = {}
         self._tables: dict[str, LookupTable] = {}
+        self._sinks: dict[str, SinkHandle] = {}
+        self._callbacks: dict[str, Callback] = {}
+        self._delivery = threading.RLock()
+        self._delivering = False
         self._names = itertools.count(1)
         self._table_names = itertools.count(1)
         self._closed = False
@@ -228,6 +234,7 @@ class Engine:
             data = pa.table(data)
         self._native.update_table(name, data, True)
         self._tables[name]._data = data
+        self._deliver()
 
     def _load_missing(self, source: str, data: Any) -> None:
         """Calls the loaders of the tables that ``source``'s rows are looked up in, once each,
@@ -245,17 +252,48 @@ class Engine:
     # --- queries ---------------------------------------------------------------------------
     def _add_query(self, name: Optional[str], plan: dict, *, late: bool) -> QueryResult:
         self._check_open()
-        name = _name_for(name, "q", self._names, self._results)
+        name = _name_for(name, "q", self._names, {**self._results, **self._sinks})
         self._native.add_query(name, json.dumps(plan))
         result = QueryResult(self, name, has_late_output=late)
         self._results[name] = result
         return result
 
+    def _add_sink(self, name: Optional[str], plan: dict, target: object, *, late: bool) -> SinkHandle:
+        self._check_open()
+        target = check_target(target)
+        name = _name_for(name, "q", self._names, {**self._results, **self._sinks})
+        self._native.add_query(name, json.dumps(plan))
+        if isinstance(target, FileTarget):
+            self._native.add_file_sink(name, name, target.path, target.format)
+        else:
+            self._native.add_callback_sink(name, name)
+            self._callbacks[name] = target
+        handle = SinkHandle(self, name, target, late)
+        self._sinks[name] = handle
+        return handle
+
+    def _deliver(self) -> None:
+        """Runs callback sinks on the epochs committed so far (never re-entered: a callback
+        that calls the engine does not deliver recursively)."""
+        if not self._callbacks:
+            return
+        with self._delivery:
+            if self._delivering:
+                return
+            self._delivering = True
+            try:
+                for name, fn in self._callbacks.items():
+                    deliver(name, fn, self._native)
+            finally:
+                self._delivering = False
+
     # --- lifecycle -------------------------------------------------------------------------
     def flush(self) -> None:
         """End of input: every source ends, every open window closes and emits. Pushing
-        afterwards raises :class:`~laminar.errors.EngineClosedError`."""
+        afterwards raises :class:`~laminar.errors.EngineClosedError`. Sinks publish every
+        result (with a ``state_dir``, through a checkpoint)."""
         self._native.flush()
+        self._deliver()
 
     def checkpoint(self) -> int:
         """Takes a checkpoint now (needs a ``state_dir``): every source's progress and every
@@ -264,7 +302,9 @@ class Engine:
         Raises :class:`~laminar.errors.DurabilityError` when the pipeline cannot be
         checkpointed (the log then keeps everything, so nothing is lost)."""
         self._check_open()
-        return self._native.checkpoint()
+        cid = self._native.checkpoint()
+        self._deliver()
+        return cid
 
     def recover(self) -> dict:
         """Recovers from ``state_dir`` now, if not done yet: loads the newest checkpoint and
@@ -274,13 +314,18 @@ class Engine:
         live and failed again), ``seconds`` and ``log_cut``: what a torn or damaged log tail
         lost (None if nothing). A producer re-pushes from ``Source.position()``."""
         self._check_open()
-        return self._native.recover()
+        report = self._native.recover()
+        self._deliver()
+        return report
 
     def close(self) -> None:
         """Releases the engine. Results already collected stay readable."""
         if not self._closed:
             self._closed = True
-            self._native.close()
+            try:
+                self._native.close()
+            finally:
+                self._deliver()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -299,7 +344,8 @@ class Engine:
         ``cores`` (per core: rows and batches processed, queue depth, credits in use, whether
         pinned or backpressured, busy seconds) and ``backpressure`` (policy, credits acquired,
         released, blocked, dropped, refused). With a ``state_dir`` also ``durability`` (WAL
-        records, bytes and syncs, checkpoints taken and skipped, what recovery did)."""
+        records, bytes and syncs, checkpoints taken and skipped, what recovery did). ``sinks``:
+        per sink, rows written and published, epochs and files published."""
         self._native.check_idle()
         return self._native.metrics()
 
@@ -341,7 +387,9 @@ class Source(Stream):
             if not isinstance(data, (pa.Table, pa.RecordBatch)):
                 data = pa.table(data)  # read a one-shot stream once, for the loader and the push
             self._engine._load_missing(self.name, data)
-        return self._engine._native.push(self.name, data, seq)
+        applied = self._engine._native.push(self.name, data, seq)
+        self._engine._deliver()
+        return applied
 
     def position(self) -> dict:
         """Where this source stands: ``rows`` and ``batches`` applied and ``last_seq``, the

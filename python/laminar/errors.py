@@ -24,6 +24,7 @@ __all__ = [
     "EngineRuntimeError",
     "AggregateOverflowError",
     "DurabilityError",
+    "SinkError",
 ]
 
 
@@ -95,4 +96,14 @@ class DurabilityError(LaminarError):
     read or trusted: a damaged or foreign checkpoint, a full disk, a state directory in use.
 
     The message names the file and what to do about it.
+    """
+
+
+class SinkError(LaminarError):
+    """A sink could not write, stage or publish results (a full disk, a directory in use by
+    another engine, a file it cannot read back), or a callback sink's callback raised.
+
+    A sink that cannot write closes the engine: with a ``state_dir``, a new Engine on it
+    publishes the results from the last checkpoint and the log. A callback that raises does
+    not: its epoch is delivered again at the next call. The message says what to do.
     """

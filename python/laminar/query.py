@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
     from .engine import Engine, Source
+    from .sink import SinkHandle
 
 __all__ = ["Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult"]
 
@@ -73,6 +74,13 @@ class _Plan:
     def _register(self, name: Optional[str], engine: Optional["Engine"] = None) -> "QueryResult":
         engine = engine or self._engine
         return engine._add_query(name, self.plan(), late=self._has_late_output())
+
+    def sink(self, target: Any, name: Optional[str] = None) -> "SinkHandle":
+        """Runs the stream as a query whose results go to ``target`` exactly once, one
+        checkpoint epoch at a time, instead of to a result handle: ``lm.files(path,
+        format="parquet" | "jsonl")`` or a callable ``fn(epoch, table)``. See
+        :mod:`laminar.sink`. Returns a :class:`~laminar.sink.SinkHandle`."""
+        return self._engine._add_sink(name, self.plan(), target, late=self._has_late_output())
 
     def _has_late_output(self) -> bool:
         return _ops_have_side_output(self._ops)
@@ -348,7 +356,9 @@ class QueryResult:
 
     def _fetch(self) -> Optional[pa.Table]:
         native = self._engine._native
-        return native.take_late(self.name) if self._is_late else native.take_output(self.name)
+        new = native.take_late(self.name) if self._is_late else native.take_output(self.name)
+        self._engine._deliver()  # a poll may close an epoch of the sinks
+        return new
 
     def poll(self) -> pa.Table:
         """Rows produced since the last ``poll()`` (an empty table if none)."""

@@ -87,6 +87,9 @@ pub enum Error {
     /// snapshot of a different pipeline, or an operator that cannot be checkpointed yet).
     #[error("checkpoint state: {0}")]
     Snapshot(String),
+    /// A sink could not write, stage or publish results.
+    #[error("sink: {0}")]
+    Sink(#[from] crate::sink::SinkError),
     /// An error from an Arrow kernel.
     #[error("arrow error: {0}")]
     Arrow(#[from] ArrowError),
@@ -117,6 +120,8 @@ pub enum ErrorKind {
     Runtime,
     /// [`Error::Snapshot`], [`Error::Wal`], [`Error::Checkpoint`].
     Durability,
+    /// [`Error::Sink`].
+    Sink,
     /// [`Error::Arrow`].
     Arrow,
 }
@@ -136,6 +141,7 @@ impl Error {
             Error::Overflow(_) => ErrorKind::Overflow,
             Error::Runtime(_) => ErrorKind::Runtime,
             Error::Snapshot(_) | Error::Wal(_) | Error::Checkpoint(_) => ErrorKind::Durability,
+            Error::Sink(_) => ErrorKind::Sink,
             Error::Arrow(_) => ErrorKind::Arrow,
         }
     }

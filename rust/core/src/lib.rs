@@ -53,6 +53,7 @@ mod hash;
 pub mod operator;
 pub mod reactor;
 pub mod runtime;
+pub mod sink;
 pub mod state;
 pub mod sync;
 pub mod time;

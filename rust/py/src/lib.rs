@@ -18,6 +18,7 @@ use laminar_core::engine::{
     QueryPlan, SourceConfig, TableDef,
 };
 use laminar_core::reactor::Budget;
+use laminar_core::sink::FileFormat;
 use laminar_core::time::clock::SystemClock;
 use laminar_core::time::watermark::WatermarkStrategy;
 use laminar_core::{Error, ErrorKind};
@@ -41,6 +42,7 @@ fn exception_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Overflow => "AggregateOverflowError",
         ErrorKind::Runtime => "EngineRuntimeError",
         ErrorKind::Durability => "DurabilityError",
+        ErrorKind::Sink => "SinkError",
         ErrorKind::Arrow => "LaminarError",
     }
 }
@@ -197,6 +199,7 @@ impl PyEngine {
                 overflow,
             },
             pin,
+            sink_commit_every_ms: checkpoint_every_ms,
         };
         let durability = state_dir.map(|dir| DurabilityConfig {
             checkpoint_every_ms,
@@ -290,6 +293,55 @@ impl PyEngine {
             batches.push(RecordBatch::new_empty(schema));
         }
         self.call(py, move |e| e.push_seq(&source, &batches, seq))
+    }
+
+    /// Writes the results of `query` as `format` ("parquet", "jsonl", "arrow") files into
+    /// directory `path`, exactly once per epoch; the sink is named `name`.
+    fn add_file_sink(
+        &self,
+        py: Python<'_>,
+        name: String,
+        query: String,
+        path: std::path::PathBuf,
+        format: &str,
+    ) -> PyResult<()> {
+        let format = FileFormat::parse(format).ok_or_else(|| {
+            raise(
+                py,
+                "QueryError",
+                format!("format must be 'parquet', 'jsonl' or 'arrow', got '{format}'"),
+            )
+        })?;
+        self.call(py, move |e| e.add_file_sink(&name, &query, &path, format))
+    }
+
+    /// Keeps the committed epochs of `query` for the caller (`sink_next` / `sink_ack`).
+    fn add_callback_sink(&self, py: Python<'_>, name: String, query: String) -> PyResult<()> {
+        self.call(py, move |e| e.add_delivery_sink(&name, &query))
+    }
+
+    /// The oldest committed, unacknowledged epoch of callback sink `name`: (epoch, Table), or
+    /// None.
+    fn sink_next<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+    ) -> PyResult<Option<(u64, Bound<'py, PyAny>)>> {
+        let next = self.call(py, move |e| e.sink_next(&name))?;
+        match next {
+            None => Ok(None),
+            Some((epoch, batches)) => {
+                let Some(schema) = batches.first().map(|b| b.schema()) else {
+                    return Ok(None);
+                };
+                Ok(Some((epoch, table(py, batches, schema)?)))
+            }
+        }
+    }
+
+    /// Acknowledges the epochs of callback sink `name` up to `epoch`.
+    fn sink_ack(&self, py: Python<'_>, name: String, epoch: u64) -> PyResult<()> {
+        self.call(py, move |e| e.sink_acknowledge(&name, epoch))
     }
 
     /// Takes a checkpoint now; returns its id.
@@ -424,8 +476,9 @@ impl PyEngine {
             Vec<Option<Vec<laminar_core::engine::Partitioning>>>,
             EngineConfig,
             Option<laminar_core::engine::DurabilityMetrics>,
+            Vec<laminar_core::engine::SinkReport>,
         );
-        let (sources, queries, cores, credits, parts, config, durability): Snapshot =
+        let (sources, queries, cores, credits, parts, config, durability, sinks): Snapshot =
             self.call(py, |e| {
                 let queries = e.query_reports()?;
                 let parts = queries
@@ -440,6 +493,7 @@ impl PyEngine {
                     parts,
                     e.config(),
                     e.durability_metrics(),
+                    e.sink_reports(),
                 ))
             })?;
         let out = PyDict::new(py);
@@ -535,6 +589,22 @@ impl PyEngine {
             d.set_item("log_cut", m.log_cut)?;
             out.set_item("durability", d)?;
         }
+        let sk = PyDict::new(py);
+        for r in sinks {
+            let d = PyDict::new(py);
+            let m = r.metrics;
+            d.set_item("query", r.query)?;
+            d.set_item("target", r.target)?;
+            d.set_item("rows_written", m.rows_written)?;
+            d.set_item("rows_committed", m.rows_committed)?;
+            d.set_item("epochs_committed", m.epochs_committed)?;
+            d.set_item("files_committed", m.files_committed)?;
+            d.set_item("last_committed_epoch", m.last_committed_epoch)?;
+            d.set_item("recovered_files", m.recovered_files)?;
+            d.set_item("discarded_files", m.discarded_files)?;
+            sk.set_item(r.name, d)?;
+        }
+        out.set_item("sinks", sk)?;
         Ok(out)
     }
 

@@ -198,12 +198,14 @@ pub(super) struct EngineSnapshot {
     pub sources: Vec<SourceSnapshot>,
     /// Query names, in definition order (must match on restore).
     pub queries: Vec<String>,
+    /// Sink names, in definition order (must match on restore).
+    pub sinks: Vec<String>,
     /// Per core, per query: the query's state on that core.
     pub cores: Vec<Vec<Vec<u8>>>,
 }
 
 /// Snapshot format version written by this build.
-pub(super) const SNAPSHOT_VERSION: u32 = 1;
+pub(super) const SNAPSHOT_VERSION: u32 = 2;
 
 /// Durability counters, for `metrics()`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -250,6 +252,8 @@ pub(super) struct Durable {
     /// Processing time of the last checkpoint (or of sealing).
     pub last_checkpoint_at: Timestamp,
     pub next_checkpoint_id: u64,
+    /// The tag of this state directory's sink files (see [`crate::sink::epoch_files`]).
+    pub lineage: String,
     pub metrics: DurabilityMetrics,
 }
 
@@ -281,6 +285,7 @@ impl Durable {
         });
         let checkpoints = CheckpointStore::open(&config.state_dir, config.retain_checkpoints)?;
         let next_checkpoint_id = checkpoints.list()?.last().map_or(1, |id| id + 1);
+        let lineage = lineage(&config.state_dir)?;
         Ok(Durable {
             config,
             _lock: lock,
@@ -289,6 +294,7 @@ impl Durable {
             sealed: false,
             last_checkpoint_at: 0,
             next_checkpoint_id,
+            lineage,
             metrics: DurabilityMetrics {
                 log_cut,
                 ..DurabilityMetrics::default()
@@ -365,5 +371,23 @@ impl Durable {
             durable_lsn: self.wal.durable_lsn(),
             ..self.metrics.clone()
         }
+    }
+}
+
+/// The lineage tag of the state directory (`<state_dir>/LINEAGE`, created on first use).
+fn lineage(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("LINEAGE");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if crate::sink::epoch_files::is_lineage(text.trim()) => Ok(text.trim().to_string()),
+        Ok(_) => Err(Error::Snapshot(format!(
+            "{} is damaged: it must hold the 16 hex digits that name this state directory's sink files",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tag = crate::sink::epoch_files::new_lineage();
+            crate::checkpoint::write_atomically(state_dir, "LINEAGE", tag.as_bytes())?;
+            Ok(tag)
+        }
+        Err(e) => Err(crate::checkpoint::CheckpointError::io(&path, "read", e).into()),
     }
 }

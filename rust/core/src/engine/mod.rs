@@ -20,6 +20,7 @@ mod durable;
 mod partition;
 mod plan;
 mod recovery;
+mod sinks;
 mod source;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ pub use durable::{DurabilityConfig, DurabilityMetrics};
 pub use partition::Partitioning;
 pub use plan::{compile, Compiled, OpSpec, QueryPlan, SourceSchema};
 pub use recovery::{RecoveryReport, SourcePosition};
+pub use sinks::SinkReport;
 pub use source::SourceConfig;
 
 use crate::error::{Error, Result};
@@ -48,6 +50,7 @@ use crate::time::convert::max_at_or_below;
 use crate::time::Timestamp;
 use cores::{Admission, Cores};
 use durable::{Durable, LogRecord};
+use sinks::Sinks;
 use source::{Bound, Source};
 
 /// Name of the hidden event-time column carried inside the engine.
@@ -104,6 +107,9 @@ pub struct EngineConfig {
     pub credits: CreditConfig,
     /// Pin core threads to CPUs where allowed.
     pub pin: bool,
+    /// Without a state directory: how long a sink epoch stays open before its results are
+    /// published (`None`: only at `flush` and `close`). With one, checkpoints close epochs.
+    pub sink_commit_every_ms: Option<i64>,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +120,7 @@ impl Default for EngineConfig {
             cores: 1,
             credits: CreditConfig::default(),
             pin: true,
+            sink_commit_every_ms: Some(1000),
         }
     }
 }
@@ -227,6 +234,8 @@ pub struct Engine {
     /// Processing time frozen for the input being handled (live: read once per input and
     /// logged with it; replay: the logged value), so a replay sees the times the live run saw.
     op_now: Option<Timestamp>,
+    /// Where query results go besides `take_output`: exactly-once sinks.
+    sinks: Sinks,
 }
 
 impl Default for Engine {
@@ -276,6 +285,7 @@ impl Engine {
             durable: None,
             final_durability: None,
             op_now: None,
+            sinks: Sinks::new(config.sink_commit_every_ms),
         }
     }
 
@@ -862,7 +872,9 @@ impl Engine {
         self.seal()?;
         let lsn = self.begin_input(|now| Ok(LogRecord::Flush { now }))?;
         let applied = self.apply_flush();
-        self.end_input(lsn, true, applied)
+        self.end_input(lsn, true, applied)?;
+        // The last results reach the sinks (a checkpoint with a state directory).
+        self.publish_sinks()
     }
 
     /// Ends every source (the part of [`flush`](Self::flush) a replay repeats).
@@ -887,6 +899,9 @@ impl Engine {
         if self.closed {
             return Ok(());
         }
+        // What the sinks have not published yet is published (a checkpoint with a state
+        // directory), while the engine still runs.
+        let published = self.publish_sinks();
         self.closed = true;
         // Gather what the cores hold, so it can still be taken, then stop them.
         let gathered = self.cores.gather();
@@ -899,7 +914,7 @@ impl Engine {
             }
             None => Ok(()),
         };
-        gathered.and(stopped).and(released)
+        published.and(gathered).and(stopped).and(released)
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -930,6 +945,11 @@ impl Engine {
         query: &str,
         outbox: Outbox,
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        if let Some(sink) = self.sinks.feeding(query).filter(|_| outbox == Outbox::Results) {
+            return Err(Error::InvalidPlan(format!(
+                "the results of query '{query}' go to sink '{sink}'; read them there"
+            )));
+        }
         if outbox == Outbox::Results && !self.closed {
             self.seal()?;
             self.poll_time()?;

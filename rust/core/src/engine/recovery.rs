@@ -60,7 +60,13 @@ impl Engine {
                 "enable durability before pushing any data".into(),
             ));
         }
+        if !self.sinks.is_empty() {
+            return Err(Error::InvalidPlan(
+                "enable durability before adding sinks".into(),
+            ));
+        }
         self.durable = Some(Box::new(Durable::open(config)?));
+        self.sinks.set_durable();
         Ok(())
     }
 
@@ -113,6 +119,7 @@ impl Engine {
     fn recover_from(&mut self, d: &mut Durable) -> Result<()> {
         let started = Instant::now();
         let mut from: Lsn = 1;
+        let mut loaded = None;
         if let Some((id, snap)) = d.latest_checkpoint()? {
             if d.wal.last_lsn() < snap.lsn {
                 // The checkpoint was written only after its LSN was synced: a log that ends
@@ -126,7 +133,11 @@ impl Engine {
             from = snap.lsn + 1;
             self.restore_snapshot(snap)?;
             d.metrics.recovered_checkpoint = Some(id);
+            loaded = Some(id);
         }
+        // Epochs up to the checkpoint are published, later ones discarded: the replay below
+        // produces their results again.
+        self.recover_sinks(loaded)?;
         let (mut replayed, mut failed) = (0u64, 0u64);
         for record in d.wal.read_from(from)? {
             let (_lsn, bytes) = record?;
@@ -195,8 +206,10 @@ impl Engine {
         applied: Result<()>,
     ) -> Result<()> {
         let Some(d) = &self.durable else {
-            // No log, or a replay (which leaves the logged time frozen for the next record).
-            return applied;
+            // No log (sinks may close an epoch), or a replay (which leaves the logged time
+            // frozen for the next record).
+            applied?;
+            return self.close_epoch_if_due();
         };
         let now = self.now();
         self.op_now = None;
@@ -232,7 +245,7 @@ impl Engine {
 
     /// A due periodic checkpoint. One the pipeline cannot take yet is skipped and counted
     /// (nothing is lost: the log keeps everything since the last one).
-    fn periodic_checkpoint(&mut self, now: Timestamp) -> Result<()> {
+    pub(super) fn periodic_checkpoint(&mut self, now: Timestamp) -> Result<()> {
         match self.checkpoint_at(now) {
             Ok(_) => Ok(()),
             Err(Error::Snapshot(reason)) => {
@@ -263,11 +276,19 @@ impl Engine {
             ));
         };
         let lsn = d.wal.last_lsn();
+        let epoch = d.next_checkpoint_id;
         let snapshot = self.take_snapshot(lsn)?;
-        match &mut self.durable {
-            Some(d) => d.write_checkpoint(&snapshot, now),
-            None => Err(Error::InvalidPlan("checkpoint() needs a state_dir".into())),
-        }
+        // Two-phase commit of the sinks around the checkpoint (see `sinks`): the results
+        // before the barrier are staged as epoch `epoch`, published once the checkpoint that
+        // covers them is complete.
+        self.pre_commit_sinks(epoch)?;
+        let id = match &mut self.durable {
+            Some(d) => d.write_checkpoint(&snapshot, now)?,
+            None => return Err(Error::InvalidPlan("checkpoint() needs a state_dir".into())),
+        };
+        debug_assert_eq!(id, epoch);
+        self.commit_sinks(id)?;
+        Ok(id)
     }
 
     /// The engine's state after every input up to `lsn`.
@@ -318,6 +339,7 @@ impl Engine {
             lsn,
             sources,
             queries: running.into_iter().map(|(_, n)| n).collect(),
+            sinks: self.sinks.names(),
             cores,
         })
     }
@@ -354,6 +376,13 @@ impl Engine {
                 let bound = self.sources[sid].bind(&schema)?;
                 self.bind_source(sid as SourceId, bound)?;
             }
+        }
+        if snap.sinks != self.sinks.names() {
+            return Err(changed(format!(
+                "the checkpoint has sinks {:?}, the pipeline {:?}",
+                snap.sinks,
+                self.sinks.names()
+            )));
         }
         // Queries started as their sources were bound above, maybe in another order than in
         // the run that saved them: match them by name.
