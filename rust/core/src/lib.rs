@@ -47,6 +47,8 @@
 //! ```
 
 pub mod checkpoint;
+#[doc(hidden)]
+pub mod crash_point;
 pub mod engine;
 pub mod error;
 mod hash;

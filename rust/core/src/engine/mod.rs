@@ -914,6 +914,7 @@ impl Engine {
             }
             None => Ok(()),
         };
+        self.release_sinks();
         published.and(gathered).and(stopped).and(released)
     }
 

@@ -13,6 +13,7 @@ use super::durable::{
     SNAPSHOT_VERSION,
 };
 use super::{Engine, QueryState};
+use crate::crash_point::crash_point;
 use crate::error::{Error, Result};
 use crate::operator::snapshot::decode;
 use crate::reactor::SourceId;
@@ -282,12 +283,15 @@ impl Engine {
         // before the barrier are staged as epoch `epoch`, published once the checkpoint that
         // covers them is complete.
         self.pre_commit_sinks(epoch)?;
+        crash_point("checkpoint.sinks_staged");
         let id = match &mut self.durable {
             Some(d) => d.write_checkpoint(&snapshot, now)?,
             None => return Err(Error::InvalidPlan("checkpoint() needs a state_dir".into())),
         };
         debug_assert_eq!(id, epoch);
+        crash_point("checkpoint.written");
         self.commit_sinks(id)?;
+        crash_point("checkpoint.sinks_committed");
         Ok(id)
     }
 

@@ -155,11 +155,7 @@ impl Engine {
         let queue = match self.durable.as_ref().map(|d| d.config.state_dir.clone()) {
             Some(state_dir) => {
                 let dir: PathBuf = state_dir.join("sinks").join(dir_name(name));
-                EpochQueue::in_files(FileSink::open(
-                    &dir,
-                    FileFormat::ArrowIpc,
-                    &self.lineage(),
-                )?)?
+                EpochQueue::in_files(FileSink::open(&dir, FileFormat::ArrowIpc, &self.lineage())?)?
             }
             None => EpochQueue::in_memory(),
         };
@@ -315,6 +311,13 @@ impl Engine {
         self.sinks.epoch += 1;
         self.sinks.opened_at = Some(self.clock.now_ms());
         Ok(())
+    }
+
+    /// At `close`: every sink lets go of its destination.
+    pub(super) fn release_sinks(&mut self) {
+        for e in &mut self.sinks.entries {
+            e.sink.release();
+        }
     }
 
     /// A sink failed: the engine closes (see the module docs) and `e` is returned.

@@ -71,8 +71,7 @@ impl EpochQueue {
                 };
                 let mut rows = Vec::new();
                 for (_, path) in committed.iter().take_while(|(e, _)| *e == epoch) {
-                    let bytes =
-                        std::fs::read(path).map_err(|e| SinkError::io(path, "read", e))?;
+                    let bytes = std::fs::read(path).map_err(|e| SinkError::io(path, "read", e))?;
                     let (_, batches) =
                         decode_batches(&bytes, "a committed epoch").map_err(|e| {
                             SinkError::Corrupt {
@@ -140,8 +139,7 @@ impl Sink for EpochQueue {
                 for (e, rows) in std::mem::replace(staged, later) {
                     metrics.epochs_committed += 1;
                     metrics.last_committed_epoch = Some(e);
-                    metrics.rows_committed +=
-                        rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                    metrics.rows_committed += rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                     committed.push_back((e, rows));
                 }
                 Ok(())
@@ -165,6 +163,12 @@ impl Sink for EpochQueue {
 
     fn target(&self) -> String {
         "callback".into()
+    }
+
+    fn release(&mut self) {
+        if let Store::Files(files) = &mut self.store {
+            files.release();
+        }
     }
 
     fn deliveries(&mut self) -> Option<&mut EpochQueue> {

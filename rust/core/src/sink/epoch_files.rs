@@ -85,7 +85,8 @@ pub struct EpochFiles {
     lineage: String,
     ext: &'static str,
     next_part: u64,
-    _lock: StateDirLock,
+    /// Held from open until [`release`](Self::release) (or drop).
+    lock: Option<StateDirLock>,
 }
 
 impl EpochFiles {
@@ -108,7 +109,7 @@ impl EpochFiles {
             lineage: lineage.to_string(),
             ext,
             next_part: 0,
-            _lock: lock,
+            lock: Some(lock),
         };
         for name in files.names(&files.staging)? {
             if name.ends_with(IN_PROGRESS) {
@@ -129,17 +130,26 @@ impl EpochFiles {
         &self.lineage
     }
 
+    /// Lets another engine open the directory; only committed files may be read and removed
+    /// afterwards.
+    pub fn release(&mut self) {
+        self.lock = None;
+    }
+
     /// Starts a new file for `epoch`: returns it (open for writing, in progress) and its name.
     pub fn create(&mut self, epoch: u64) -> Result<(File, PartName), SinkError> {
+        if self.lock.is_none() {
+            return Err(SinkError::Protocol(format!(
+                "{} was released: its engine is closed",
+                self.dir.display()
+            )));
+        }
         let part = self.next_part;
         self.next_part += 1;
         let name = PartName {
             epoch,
             part,
-            file: format!(
-                "part-{}-{epoch:010}-{part:06}.{}",
-                self.lineage, self.ext
-            ),
+            file: format!("part-{}-{epoch:010}-{part:06}.{}", self.lineage, self.ext),
         };
         let path = self.in_progress(&name);
         let file = File::create(&path).map_err(|e| SinkError::io(&path, "create", e))?;
@@ -248,8 +258,13 @@ impl EpochFiles {
     }
 
     fn parse(&self, file: String) -> Option<PartName> {
-        let rest = file.strip_prefix("part-")?.strip_prefix(self.lineage.as_str())?;
-        let rest = rest.strip_prefix('-')?.strip_suffix(self.ext)?.strip_suffix('.')?;
+        let rest = file
+            .strip_prefix("part-")?
+            .strip_prefix(self.lineage.as_str())?;
+        let rest = rest
+            .strip_prefix('-')?
+            .strip_suffix(self.ext)?
+            .strip_suffix('.')?;
         let (epoch, part) = rest.split_once('-')?;
         Some(PartName {
             epoch: epoch.parse().ok()?,
@@ -303,14 +318,38 @@ mod tests {
         // Restart: checkpoint 2 was complete, epoch 3 was staged but not checkpointed.
         let f = EpochFiles::open(&dir, &lineage, "bin").unwrap();
         let r = f.recover(Some(2)).unwrap();
-        assert_eq!(r, EpochRecovery { committed: 1, discarded: 1 });
-        let committed: Vec<u64> = f.committed().unwrap().iter().map(|(n, _)| n.epoch).collect();
+        assert_eq!(
+            r,
+            EpochRecovery {
+                committed: 1,
+                discarded: 1
+            }
+        );
+        let committed: Vec<u64> = f
+            .committed()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.epoch)
+            .collect();
         assert_eq!(committed, vec![1, 2]);
-        assert!(files_in(&dir.join(STAGING_DIR)).is_empty(), "in-progress and later staged files are gone");
+        assert!(
+            files_in(&dir.join(STAGING_DIR)).is_empty(),
+            "in-progress and later staged files are gone"
+        );
 
         // Recovery from an older checkpoint than one that committed: refused.
         let err = f.recover(Some(1)).unwrap_err();
-        assert!(matches!(err, SinkError::AheadOfCheckpoint { committed: 2, recovered: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SinkError::AheadOfCheckpoint {
+                    committed: 2,
+                    recovered: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Another lineage's files are not this engine's business.
         drop(f);
         let other = EpochFiles::open(&dir, &new_lineage(), "bin").unwrap();
@@ -328,7 +367,10 @@ mod tests {
         let first = EpochFiles::open(&dir, &new_lineage(), "bin").unwrap();
         let err = EpochFiles::open(&dir, &new_lineage(), "bin").unwrap_err();
         assert!(matches!(err, SinkError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains("in use by another engine"), "{err}");
+        assert!(
+            err.to_string().contains("in use by another engine"),
+            "{err}"
+        );
         drop(first);
         EpochFiles::open(&dir, &new_lineage(), "bin").unwrap();
         fs::remove_dir_all(&dir).unwrap();

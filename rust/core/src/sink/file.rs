@@ -255,4 +255,10 @@ impl Sink for FileSink {
     fn target(&self) -> String {
         self.files.dir().display().to_string()
     }
+
+    fn release(&mut self) {
+        // An epoch still open was never pre-committed: it is not part of any checkpoint.
+        self.open = None;
+        self.files.release();
+    }
 }

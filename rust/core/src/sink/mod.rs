@@ -81,6 +81,9 @@ pub trait Sink: Send {
     fn metrics(&self) -> SinkMetrics;
     /// What it writes to: a directory, or "callback".
     fn target(&self) -> String;
+    /// The engine closed: release the destination (a directory lock) for another engine.
+    /// Committed epochs of a delivery sink stay readable.
+    fn release(&mut self) {}
     /// The queue of committed epochs, for a sink whose consumer takes them itself.
     fn deliveries(&mut self) -> Option<&mut EpochQueue> {
         None
