@@ -307,6 +307,9 @@ impl Engine {
         for q in &self.queries {
             match &q.state {
                 QueryState::Running { id, .. } => running.push((*id, q.name.clone())),
+                // Nothing reached it yet: it has no state, and it is pending again after a
+                // restore (its sources' schemas are restored with them).
+                QueryState::Pending { backlog } if backlog.is_empty() => {}
                 QueryState::Pending { .. } => {
                     return Err(Error::Snapshot(format!(
                         "query '{}' still waits for the first batch of one of its sources",
