@@ -286,7 +286,7 @@ def test_sessions_and_joins_recover(tmp_path, checkpoint_mid):
     assert got["sessions"] and got["joined"]
 
 
-def test_lookup_tables_recover_from_the_log_and_refuse_checkpoints_clearly(tmp_path):
+def test_lookup_tables_are_checkpointed_and_recover(tmp_path):
     def build(state_dir):
         eng = lm.Engine(state_dir=state_dir, checkpoint_every="10ms")
         src = eng.source("events", time="ts", watermark=lm.bounded_delay("200ms"))
@@ -294,35 +294,40 @@ def test_lookup_tables_recover_from_the_log_and_refuse_checkpoints_clearly(tmp_p
         out = src.lookup(names, on="key").collect("enriched")
         return eng, src, names, out
 
+    def update(names, k):
+        names.update({"key": [k % 50, (k + 7) % 50], "name": [f"v{k}", f"w{k}"]})
+
     eng, src, names, out = build(None)
-    for k in range(4):
+    for k in range(8):
         src.push(batch(k).slice(0, 300))
-        if k == 1:
-            names.update({"key": [1, 2], "name": ["one", "two"]})
+        update(names, k)
     want = sorted_rows(out.to_arrow())
     eng.close()
 
     eng, src, names, out = build(str(tmp_path))
-    for k in range(2):
+    for k in range(3):
         src.push(batch(k).slice(0, 300), seq=k)
-        if k == 1:
-            names.update({"key": [1, 2], "name": ["one", "two"]})
-    with pytest.raises(errors.DurabilityError, match="lookup tables"):
-        eng.checkpoint()
+        update(names, k)
+    cp = eng.checkpoint()
+    src.push(batch(3).slice(0, 300), seq=3)
+    update(names, 3)
     time.sleep(0.02)
-    src.push(batch(2).slice(0, 300), seq=2)  # a periodic checkpoint is due: skipped, counted
+    src.push(batch(4).slice(0, 300), seq=4)  # a periodic checkpoint is due
+    update(names, 4)
     m = eng.metrics()["durability"]
-    assert m["checkpoints_skipped"] >= 1 and "lookup" in m["skip_reason"]
+    assert m["checkpoints_skipped"] == 0 and m["checkpoints"] >= 2, m
     first = sorted_rows(out.to_arrow())
     eng.close()
 
     eng, src, names, out = build(str(tmp_path))
     r = eng.recover()
-    assert r["checkpoint"] is None and r["replayed_records"] == 4, r  # 3 pushes + 1 update
-    src.push(batch(3).slice(0, 300), seq=3)
+    assert r["checkpoint"] is not None and r["checkpoint"] > cp, r
+    for k in range(5, 8):
+        src.push(batch(k).slice(0, 300), seq=k)
+        update(names, k)
     got = sorted_rows(out.to_arrow())
     eng.close()
-    assert sorted(set(first) | set(got), key=repr) == sorted(set(want), key=repr)
+    assert sorted(first + got, key=repr) == want
 
 
 def test_damaged_log_tail_is_cut_and_reported_not_silent(tmp_path):

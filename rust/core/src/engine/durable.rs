@@ -188,6 +188,24 @@ impl SourceSnapshot {
     }
 }
 
+/// One change of a lookup table, as the engine keeps it for queries that start later.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) struct TableChange {
+    pub replace: bool,
+    pub now: Timestamp,
+    /// The rows (an IPC stream).
+    pub rows: Vec<u8>,
+}
+
+/// What a checkpoint saves of one lookup table on the engine's side (the copies inside the
+/// queries are saved with the queries): the changes since its last replacement, which
+/// rebuild both its key index and what a query starting later receives.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) struct TableSnapshot {
+    pub name: String,
+    pub changes: Vec<TableChange>,
+}
+
 /// A whole engine at one point of its log.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 pub(super) struct EngineSnapshot {
@@ -200,6 +218,8 @@ pub(super) struct EngineSnapshot {
     pub queries: Vec<String>,
     /// Sink names, in definition order (must match on restore).
     pub sinks: Vec<String>,
+    /// Lookup tables, by name.
+    pub tables: Vec<TableSnapshot>,
     /// Per core, per query: the query's state on that core.
     pub cores: Vec<Vec<Vec<u8>>>,
 }

@@ -210,6 +210,52 @@ struct TableMirror {
     log: Vec<CoreMessage>,
 }
 
+impl TableMirror {
+    /// Records change `rows` (already conformed to the table's schema) in the key index and
+    /// the log, folding the log into one replacement when it grows long. Returns the message
+    /// that carries the change to the queries.
+    fn record(&mut self, rows: RecordBatch, replace: bool, now: Timestamp) -> Result<CoreMessage> {
+        let keys: Vec<_> = self
+            .key_columns
+            .iter()
+            .map(|&c| rows.column(c).clone())
+            .collect();
+        let encoded = self.encoder.encode(&keys)?;
+        if replace {
+            self.index.clear();
+            self.log.clear();
+        }
+        self.index.insert(&encoded, 0, now);
+        let msg = CoreMessage::TableUpdate {
+            table: Arc::from(self.def.name.as_str()),
+            rows,
+            replace,
+            now,
+        };
+        self.log.push(msg.clone());
+        if self.log.len() > TABLE_LOG_LIMIT {
+            // Fold the log into one replacement (later rows win, as when applied in order);
+            // a query starting later sees these rows as loaded now.
+            let batches: Vec<RecordBatch> = self
+                .log
+                .iter()
+                .filter_map(|m| match m {
+                    CoreMessage::TableUpdate { rows, .. } => Some(rows.clone()),
+                    _ => None,
+                })
+                .collect();
+            let rows = arrow_select::concat::concat_batches(&self.def.schema, &batches)?;
+            self.log = vec![CoreMessage::TableUpdate {
+                table: Arc::from(self.def.name.as_str()),
+                rows,
+                replace: true,
+                now,
+            }];
+        }
+        Ok(msg)
+    }
+}
+
 /// Changes kept per table before the log is folded into one replacement.
 const TABLE_LOG_LIMIT: usize = 64;
 
@@ -631,43 +677,7 @@ impl Engine {
             .get_mut(name)
             .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{name}'")))?;
         let rows = conform(&rows, &mirror.def.schema, name)?;
-        let keys: Vec<_> = mirror
-            .key_columns
-            .iter()
-            .map(|&c| rows.column(c).clone())
-            .collect();
-        let encoded = mirror.encoder.encode(&keys)?;
-        if replace {
-            mirror.index.clear();
-            mirror.log.clear();
-        }
-        mirror.index.insert(&encoded, 0, now);
-        let msg = CoreMessage::TableUpdate {
-            table: Arc::from(name),
-            rows,
-            replace,
-            now,
-        };
-        mirror.log.push(msg.clone());
-        if mirror.log.len() > TABLE_LOG_LIMIT {
-            // Fold the log into one replacement (later rows win, as when applied in order);
-            // a query starting later sees these rows as loaded now.
-            let batches: Vec<RecordBatch> = mirror
-                .log
-                .iter()
-                .filter_map(|m| match m {
-                    CoreMessage::TableUpdate { rows, .. } => Some(rows.clone()),
-                    _ => None,
-                })
-                .collect();
-            let rows = arrow_select::concat::concat_batches(&mirror.def.schema, &batches)?;
-            mirror.log = vec![CoreMessage::TableUpdate {
-                table: Arc::from(name),
-                rows,
-                replace: true,
-                now,
-            }];
-        }
+        let msg = mirror.record(rows, replace, now)?;
         self.cores.run(msg).map(|_| ())
     }
 

@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use super::durable::{
     DurabilityConfig, DurabilityMetrics, Durable, EngineSnapshot, LogRecord, SourceSnapshot,
-    SNAPSHOT_VERSION,
+    TableChange, TableSnapshot, SNAPSHOT_VERSION,
 };
 use super::{Engine, QueryState};
 use crate::crash_point::crash_point;
 use crate::error::{Error, Result};
-use crate::operator::snapshot::decode;
+use crate::operator::snapshot::{decode, decode_batches, encode_batches};
+use crate::reactor::CoreMessage;
 use crate::reactor::SourceId;
 use crate::time::Timestamp;
 use crate::wal::Lsn;
@@ -297,12 +298,6 @@ impl Engine {
 
     /// The engine's state after every input up to `lsn`.
     fn take_snapshot(&mut self, lsn: Lsn) -> Result<EngineSnapshot> {
-        if !self.tables.is_empty() {
-            return Err(Error::Snapshot(
-                "pipelines with lookup tables cannot be checkpointed yet (their log is kept instead)"
-                    .into(),
-            ));
-        }
         let mut running: Vec<(u32, String)> = Vec::new();
         for q in &self.queries {
             match &q.state {
@@ -347,6 +342,7 @@ impl Engine {
             sources,
             queries: running.into_iter().map(|(_, n)| n).collect(),
             sinks: self.sinks.names(),
+            tables: self.save_tables()?,
             cores,
         })
     }
@@ -384,6 +380,10 @@ impl Engine {
                 self.bind_source(sid as SourceId, bound)?;
             }
         }
+        self.restore_tables(snap.tables).map_err(|e| match e {
+            Error::InvalidPlan(m) => changed(m),
+            other => other,
+        })?;
         if snap.sinks != self.sinks.names() {
             return Err(changed(format!(
                 "the checkpoint has sinks {:?}, the pipeline {:?}",
@@ -451,5 +451,68 @@ impl Engine {
             batches: s.batches,
             last_seq: s.last_seq,
         })
+    }
+
+    /// The engine's side of every lookup table (by name).
+    fn save_tables(&self) -> Result<Vec<TableSnapshot>> {
+        let mut names: Vec<&String> = self.mirrors.keys().collect();
+        names.sort_unstable();
+        names
+            .into_iter()
+            .map(|name| {
+                let changes = self.mirrors[name]
+                    .log
+                    .iter()
+                    .filter_map(|m| match m {
+                        CoreMessage::TableUpdate {
+                            rows, replace, now, ..
+                        } => Some((rows, *replace, *now)),
+                        _ => None,
+                    })
+                    .map(|(rows, replace, now)| {
+                        Ok(TableChange {
+                            replace,
+                            now,
+                            rows: encode_batches(&rows.schema(), std::slice::from_ref(rows))?,
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(TableSnapshot {
+                    name: name.clone(),
+                    changes,
+                })
+            })
+            .collect()
+    }
+
+    /// Rebuilds every lookup table's key index and change log from a checkpoint (the queries'
+    /// copies come back with the queries). An `InvalidPlan` error means another pipeline.
+    fn restore_tables(&mut self, saved: Vec<TableSnapshot>) -> Result<()> {
+        if saved.len() != self.mirrors.len() {
+            return Err(Error::InvalidPlan(format!(
+                "the checkpoint has {} lookup tables, the pipeline {}",
+                saved.len(),
+                self.mirrors.len()
+            )));
+        }
+        for table in saved {
+            let mirror = self.mirrors.get_mut(&table.name).ok_or_else(|| {
+                Error::InvalidPlan(format!("lookup table '{}' is not defined here", table.name))
+            })?;
+            mirror.index.clear();
+            mirror.log.clear();
+            for change in table.changes {
+                let (_, batches) = decode_batches(&change.rows, "a saved lookup-table change")?;
+                let rows = arrow_select::concat::concat_batches(&mirror.def.schema, &batches)
+                    .map_err(|_| {
+                        Error::InvalidPlan(format!(
+                            "lookup table '{}' has another schema than when it was saved",
+                            table.name
+                        ))
+                    })?;
+                mirror.record(rows, change.replace, change.now)?;
+            }
+        }
+        Ok(())
     }
 }
