@@ -160,9 +160,17 @@ fn disruptor_publish_and_consume_do_not_allocate() {
         }
     });
     producer.shutdown();
-    assert_eq!(sum.load(Ordering::Relaxed), n * (n - 1) / 2, "every event consumed once");
+    assert_eq!(
+        sum.load(Ordering::Relaxed),
+        n * (n - 1) / 2,
+        "every event consumed once"
+    );
     assert_eq!(allocs, 0, "publishing allocated");
-    assert_eq!(handler_allocs.load(Ordering::Acquire), 0, "consuming allocated");
+    assert_eq!(
+        handler_allocs.load(Ordering::Acquire),
+        0,
+        "consuming allocated"
+    );
 }
 
 fn stream_batch(rows: usize, start_ts: i64, keys: i64) -> RecordBatch {

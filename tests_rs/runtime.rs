@@ -196,10 +196,14 @@ fn shutdown_drains_everything_queued_and_joins() {
         "a batch queued before shutdown was not processed"
     );
     assert!(
-        rt.send(0, CoreCommand::Sync {
-            ticket: 9,
-            snapshot: false,
-        }).is_err(),
+        rt.send(
+            0,
+            CoreCommand::Sync {
+                ticket: 9,
+                snapshot: false,
+            }
+        )
+        .is_err(),
         "a stopped core accepts nothing"
     );
     rt.shutdown().unwrap(); // idempotent

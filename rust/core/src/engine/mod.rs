@@ -956,7 +956,11 @@ impl Engine {
         query: &str,
         outbox: Outbox,
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        if let Some(sink) = self.sinks.feeding(query).filter(|_| outbox == Outbox::Results) {
+        if let Some(sink) = self
+            .sinks
+            .feeding(query)
+            .filter(|_| outbox == Outbox::Results)
+        {
             return Err(Error::InvalidPlan(format!(
                 "the results of query '{query}' go to sink '{sink}'; read them there"
             )));
