@@ -350,3 +350,94 @@ def test_damaged_log_tail_is_cut_and_reported_not_silent(tmp_path):
     assert src.position()["last_seq"] == 1
     assert src.push(batch(2).slice(0, 100), seq=2) is True  # the producer pushes it again
     eng.close()
+
+
+def test_full_disk_is_an_error_and_every_acknowledged_push_survives(tmp_path):
+    """ENOSPC, simulated by a disk budget on the log's writes: the push that hits it raises
+    DurabilityError, the engine refuses everything after it (nothing more is acknowledged),
+    and a new engine on the directory recovers every push acknowledged before."""
+    big = pa.concat_tables([batch(k) for k in range(10)])
+
+    def build(**kw):
+        eng = lm.Engine(state_dir=str(tmp_path), checkpoint_every=None, **kw)
+        src = eng.source("events", time="ts", watermark=lm.bounded_delay("200ms"))
+        out = src.window(lm.tumbling("1d")).agg(n=lm.count()).collect("n")
+        return eng, src, out
+
+    eng, src, _ = build(fsync=False, _wal_disk_budget=80 << 20)
+    acked = 0
+    with pytest.raises(errors.DurabilityError, match="disk full"):
+        for k in range(1000):
+            src.push(big, seq=k)
+            acked = k + 1
+    assert 0 < acked < 1000
+    with pytest.raises(errors.EngineClosedError, match="same state_dir"):
+        src.push(big, seq=acked)
+    eng.close()
+
+    eng, src, out = build()
+    eng.recover()
+    last = src.position()["last_seq"]
+    assert last is not None and last >= acked - 1  # the failed push may or may not be in
+    for k in range(last + 1, acked + 3):
+        assert src.push(big, seq=k)
+    eng.flush()
+    assert out.to_arrow().column("n").to_pylist() == [(acked + 3) * big.num_rows]
+    eng.close()
+
+
+def test_repair_falls_back_from_a_damaged_checkpoint(tmp_path):
+    n = 6
+    want = uninterrupted(n)
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    src.push(batch(0), seq=0)
+    first = eng.checkpoint()
+    src.push(batch(1), seq=1)
+    newest = eng.checkpoint()
+    src.push(batch(2), seq=2)
+    eng.close()
+    f = pathlib.Path(tmp_path, "checkpoints", f"ckpt-{newest:020}.bin")
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    with pytest.raises(errors.DurabilityError, match="repair_state_dir"):
+        eng.recover()
+    with pytest.raises(errors.EngineClosedError, match="stopped after an error"):
+        src.push(batch(3), seq=3)
+    eng.close()
+    r = lm.repair_state_dir(tmp_path)
+    assert r["fell_back"] and r["checkpoint"] == first and r["log_cut"] is None, r
+    assert any(p.name.startswith(f.name + ".damaged-") for p in f.parent.iterdir())
+
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    rec = eng.recover()
+    assert rec["checkpoint"] == first and rec["replayed_records"] == 2, rec
+    assert src.position()["last_seq"] == 2
+    for k in range(3, n):
+        src.push(batch(k), seq=k)
+    eng.flush()
+    assert sorted_rows(out["all"].poll()) == sorted_rows(want["all"])
+    eng.close()
+
+
+def test_recovery_modes_and_the_log_repair(tmp_path):
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    for k in range(3):
+        src.push(batch(k).slice(0, 100), seq=k)
+    eng.close()
+    seg = sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[max(i for i, b in enumerate(data) if b)] ^= 0xFF  # inside the last record
+    seg.write_bytes(bytes(data))
+    with pytest.raises(errors.QueryError, match="recovery must be"):
+        lm.Engine(state_dir=str(tmp_path), recovery="best_effort")
+    with pytest.raises(errors.DurabilityError, match="repair_state_dir"):
+        lm.Engine(state_dir=str(tmp_path), recovery="absolute_consistency")
+    r = lm.repair_state_dir(tmp_path)
+    assert r["log_cut"] and r["log_records"] == 2 and not r["fell_back"], r
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    assert eng.recover()["log_cut"] is None  # repaired: nothing more to cut
+    assert src.position()["last_seq"] == 1
+    eng.close()

@@ -18,7 +18,7 @@ or, for finite data, ``lm.run(q, df)``.
 from . import errors
 from ._durations import Duration
 from ._laminar import __version__
-from .engine import Engine, LookupTable, Source
+from .engine import Engine, LookupTable, Source, repair_state_dir
 from .errors import LaminarError
 from .expr import Expr, col, lit
 from .query import GroupedWindow, Query, QueryResult, Stream, WindowedStream
@@ -52,7 +52,7 @@ from .specs import (
 __all__ = [
     "__version__", "errors", "LaminarError", "Duration",
     "Engine", "Source", "LookupTable", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
-    "files", "SinkHandle",
+    "files", "SinkHandle", "repair_state_dir",
     "Expr", "col", "lit",
     "Window", "tumbling", "sliding", "session", "Watermark", "bounded_delay", "ascending", "punctuated",
     "Agg", "count", "sum", "min", "max", "avg", "first", "last",

@@ -18,7 +18,7 @@ from .query import QueryResult, Stream
 from .sink import Callback, FileTarget, SinkHandle, check_target, deliver
 from .specs import Watermark, bounded_delay
 
-__all__ = ["Engine", "Source", "LookupTable"]
+__all__ = ["Engine", "Source", "LookupTable", "repair_state_dir"]
 
 
 def _name_for(name: Optional[str], prefix: str, counter: Any, taken: dict) -> str:
@@ -71,6 +71,13 @@ class Engine:
     engine at a time (a lock file). With durability, ``backpressure`` must be ``"block"`` (a
     dropped batch would be in the log). Producers that may retry after a crash pass ``seq``
     to :meth:`Source.push` and read :meth:`Source.position` to know where to resume.
+
+    ``recovery``: what to do with a damaged write-ahead log at startup. ``"point_in_time"``
+    (default) cuts the log at the first invalid record (a torn tail after a crash: records
+    never acknowledged) and reports it in ``recover()["log_cut"]``;
+    ``"tolerate_corrupted_tail"`` accepts damage only at the very end of the last segment and
+    refuses anything else; ``"absolute_consistency"`` refuses any damage. A refused directory
+    raises :class:`~laminar.errors.DurabilityError`; :func:`repair_state_dir` is the repair.
     """
 
     def __init__(
@@ -87,6 +94,8 @@ class Engine:
         checkpoint_every: Optional[Duration] = "1s",
         retain_checkpoints: int = 3,
         fsync: bool = True,
+        recovery: str = "point_in_time",
+        _wal_disk_budget: Optional[int] = None,
     ) -> None:
         if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
             raise QueryError(f"cores must be a positive int, got {cores!r}")
@@ -119,6 +128,8 @@ class Engine:
             checkpoint_every_ms=checkpoint_every_ms,
             retain_checkpoints=retain_checkpoints,
             fsync=bool(fsync),
+            recovery=recovery,
+            wal_disk_budget=_wal_disk_budget,
         )
         self.state_dir = state_dir
         self._sources: dict[str, Source] = {}
@@ -431,3 +442,17 @@ class LookupTable:
 
     def __repr__(self) -> str:
         return f"<laminar.LookupTable {self.name!r} on={self.on}>"
+
+
+def repair_state_dir(state_dir: Union[str, "os.PathLike[str]"]) -> dict:
+    """Repairs a state directory that an :class:`Engine` refused to open: cuts the
+    write-ahead log after its last valid record, and if the newest checkpoint (or the
+    manifest naming it) is damaged or missing, falls back to the newest older checkpoint that
+    verifies (the bad files are renamed ``*.damaged-<time>``, never deleted). Run it only
+    after reading the error that pointed here: what it cuts is lost, and a producer re-pushes
+    from :meth:`Source.position`. The directory must not be in use.
+
+    Returns ``log_cut`` (what the log lost, or None), ``log_records`` (left in the log),
+    ``checkpoint`` (the one recovery now starts from, or None) and ``fell_back``.
+    """
+    return _laminar.repair_state_dir(os.fspath(state_dir))

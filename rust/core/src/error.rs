@@ -78,7 +78,7 @@ pub enum Error {
     #[error("engine runtime: {0}")]
     Runtime(String),
     /// The write-ahead log failed or holds damage it cannot repair in its recovery mode.
-    #[error("write-ahead log: {0}")]
+    #[error("{0}")]
     Wal(#[from] crate::wal::WalError),
     /// A checkpoint file, the manifest or the state-directory lock.
     #[error("checkpoint: {0}")]

@@ -21,6 +21,7 @@ use laminar_core::reactor::Budget;
 use laminar_core::sink::FileFormat;
 use laminar_core::time::clock::SystemClock;
 use laminar_core::time::watermark::WatermarkStrategy;
+use laminar_core::wal::RecoveryMode;
 use laminar_core::{Error, ErrorKind};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -162,7 +163,7 @@ fn table<'py>(
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64, cores = 1, backpressure = "block", credits = 32, floating_credits = 32, low_watermark = None, pin = true, state_dir = None, checkpoint_every_ms = Some(1000), retain_checkpoints = 3, fsync = true))]
+    #[pyo3(signature = (inbox_capacity = 1024, poll_budget = 64, cores = 1, backpressure = "block", credits = 32, floating_credits = 32, low_watermark = None, pin = true, state_dir = None, checkpoint_every_ms = Some(1000), retain_checkpoints = 3, fsync = true, recovery = "point_in_time", wal_disk_budget = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -178,7 +179,21 @@ impl PyEngine {
         checkpoint_every_ms: Option<i64>,
         retain_checkpoints: usize,
         fsync: bool,
+        recovery: &str,
+        wal_disk_budget: Option<u64>,
     ) -> PyResult<Self> {
+        let recovery = match recovery {
+            "point_in_time" => RecoveryMode::PointInTime,
+            "tolerate_corrupted_tail" => RecoveryMode::TolerateCorruptedTail,
+            "absolute_consistency" => RecoveryMode::AbsoluteConsistency,
+            other => {
+                return Err(raise(
+                    py,
+                    "QueryError",
+                    format!("recovery must be 'point_in_time', 'tolerate_corrupted_tail' or 'absolute_consistency', got '{other}'"),
+                ))
+            }
+        };
         let overflow = Overflow::parse(backpressure).ok_or_else(|| {
             raise(
                 py,
@@ -205,6 +220,8 @@ impl PyEngine {
             checkpoint_every_ms,
             retain_checkpoints: retain_checkpoints.max(1),
             sync: fsync,
+            recovery,
+            disk_budget: wal_disk_budget,
             ..DurabilityConfig::new(dir)
         });
         let engine = py
@@ -618,10 +635,43 @@ impl PyEngine {
 /// becomes a Python exception instead of aborting the interpreter.
 #[pyfunction]
 fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
-    let engine = PyEngine::new(py, 1, 1, 1, "block", 1, 0, None, false, None, None, 3, true)?;
+    let engine = PyEngine::new(
+        py,
+        1,
+        1,
+        1,
+        "block",
+        1,
+        0,
+        None,
+        false,
+        None,
+        None,
+        3,
+        true,
+        "point_in_time",
+        None,
+    )?;
     engine.call(py, |_| -> Result<(), Error> {
         panic!("deliberate test panic")
     })
+}
+
+/// Repairs a state directory an engine refused to open (see `laminar.repair_state_dir`).
+#[pyfunction]
+fn repair_state_dir<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+) -> PyResult<Bound<'py, PyDict>> {
+    let r = py
+        .detach(|| laminar_core::engine::repair_state_dir(&path))
+        .map_err(|e| to_pyerr(py, e))?;
+    let d = PyDict::new(py);
+    d.set_item("log_cut", r.log_cut)?;
+    d.set_item("log_records", r.log_records)?;
+    d.set_item("checkpoint", r.checkpoint)?;
+    d.set_item("fell_back", r.fell_back)?;
+    Ok(d)
 }
 
 /// Native part of laminar.
@@ -629,6 +679,7 @@ fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
 fn _laminar(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(repair_state_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

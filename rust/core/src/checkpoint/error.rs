@@ -24,7 +24,7 @@ pub enum CheckpointError {
         path: PathBuf,
     },
     /// A checkpoint or manifest file fails its checks.
-    #[error("{} is damaged ({reason}); CheckpointStore::fall_back recovers from the newest older checkpoint that verifies (damaged files are renamed aside, not deleted), or from the whole log if none does", path.display())]
+    #[error("{} is damaged ({reason}); repair it with laminar.repair_state_dir(state_dir) (Rust: engine::repair_state_dir, or CheckpointStore::fall_back): recovery then starts from the newest older checkpoint that verifies (damaged files are renamed aside, not deleted), or from the whole log if none does", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -32,7 +32,7 @@ pub enum CheckpointError {
         reason: String,
     },
     /// The manifest names a checkpoint whose file is gone.
-    #[error("checkpoint {id} named by the MANIFEST is missing ({}); CheckpointStore::fall_back recovers from an older checkpoint", path.display())]
+    #[error("checkpoint {id} named by the MANIFEST is missing ({}); repair it with laminar.repair_state_dir(state_dir) (Rust: engine::repair_state_dir, or CheckpointStore::fall_back) to recover from an older checkpoint", path.display())]
     Missing {
         /// The checkpoint id.
         id: u64,

@@ -174,7 +174,7 @@ impl CheckpointStore {
                 }
                 return Err(CheckpointError::NoManifest {
                     dir: self.dir.clone(),
-                    hint: "CheckpointStore::fall_back rewrites it from the newest checkpoint that verifies".into(),
+                    hint: "laminar.repair_state_dir(state_dir) (Rust: CheckpointStore::fall_back) rewrites it from the newest checkpoint that verifies".into(),
                 });
             }
             Err(e) => return Err(CheckpointError::io(&path, "read", e)),

@@ -18,7 +18,9 @@
 //! - replay applies records exactly as the live engine did; an input that failed live (an
 //!   operator error after it was logged) fails again the same way and is passed over;
 //! - a checkpoint's LSN is durable before the checkpoint is written, and WAL segments are
-//!   released only after the checkpoint that covers them is complete (manifest renamed).
+//!   released only after the checkpoint that covers them is complete (manifest renamed), and
+//!   only before the *oldest* retained checkpoint, so that the repair falling back to an
+//!   older checkpoint finds the log it needs.
 //!
 //! This module never decides where results go: exactly-once delivery is the sinks' business.
 
@@ -34,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::operator::snapshot::{decode, decode_batches, encode, encode_batches};
 use crate::time::watermark::GeneratorState;
 use crate::time::Timestamp;
-use crate::wal::{Lsn, RecoveryMode, Wal, WalConfig};
+use crate::wal::{Lsn, RecoveryMode, Truncation, Wal, WalConfig};
 
 /// Durability settings of an engine.
 #[derive(Debug, Clone)]
@@ -53,6 +55,9 @@ pub struct DurabilityConfig {
     pub group_commit_delay: Duration,
     /// What to do with a damaged log (see [`RecoveryMode`]).
     pub recovery: RecoveryMode,
+    /// Fault injection for tests: the log's writes fail with `ENOSPC` once they have grown
+    /// its files by this many bytes (see [`WalConfig::disk_budget`]). `None` in production.
+    pub disk_budget: Option<u64>,
 }
 
 impl DurabilityConfig {
@@ -65,6 +70,7 @@ impl DurabilityConfig {
             sync: true,
             group_commit_delay: Duration::ZERO,
             recovery: RecoveryMode::PointInTime,
+            disk_budget: None,
         }
     }
 }
@@ -274,6 +280,8 @@ pub(super) struct Durable {
     pub next_checkpoint_id: u64,
     /// The tag of this state directory's sink files (see [`crate::sink::epoch_files`]).
     pub lineage: String,
+    /// LSNs of the retained checkpoints, oldest first: the log is kept from the oldest.
+    retained: std::collections::VecDeque<u64>,
     pub metrics: DurabilityMetrics,
 }
 
@@ -286,25 +294,19 @@ impl Durable {
             sync: config.sync,
             group_commit_delay: config.group_commit_delay,
             recovery: config.recovery,
+            disk_budget: config.disk_budget,
             ..WalConfig::new(config.state_dir.join("wal"))
         };
         let (wal, report) = Wal::open(wal_config)?;
-        let log_cut = report.truncation.map(|t| {
-            format!(
-                "log cut at segment {} offset {} ({}): that record and {} valid records after it discarded{}",
-                t.segment,
-                t.offset,
-                t.reason,
-                t.records_discarded,
-                if t.segments_removed.is_empty() {
-                    String::new()
-                } else {
-                    format!("; later segments removed: {:?}", t.segments_removed)
-                }
-            )
-        });
+        let log_cut = report.truncation.as_ref().map(describe_cut);
         let checkpoints = CheckpointStore::open(&config.state_dir, config.retain_checkpoints)?;
-        let next_checkpoint_id = checkpoints.list()?.last().map_or(1, |id| id + 1);
+        let ids = checkpoints.list()?;
+        let next_checkpoint_id = ids.last().map_or(1, |id| id + 1);
+        let retained = ids
+            .iter()
+            .filter_map(|&id| checkpoints.read(id).ok())
+            .filter_map(|bytes| checkpoint_lsn(&bytes))
+            .collect();
         let lineage = lineage(&config.state_dir)?;
         Ok(Durable {
             config,
@@ -315,6 +317,7 @@ impl Durable {
             last_checkpoint_at: 0,
             next_checkpoint_id,
             lineage,
+            retained,
             metrics: DurabilityMetrics {
                 log_cut,
                 ..DurabilityMetrics::default()
@@ -353,7 +356,12 @@ impl Durable {
         let id = self.next_checkpoint_id;
         self.checkpoints.write(id, &bytes)?;
         self.next_checkpoint_id += 1;
-        self.wal.truncate_before(snapshot.lsn + 1)?;
+        self.retained.push_back(snapshot.lsn);
+        while self.retained.len() > self.config.retain_checkpoints.max(1) {
+            self.retained.pop_front();
+        }
+        let oldest = self.retained.front().copied().unwrap_or(snapshot.lsn);
+        self.wal.truncate_before(oldest + 1)?;
         self.last_checkpoint_at = now;
         self.metrics.checkpoints += 1;
         self.metrics.last_checkpoint = Some(id);
@@ -410,4 +418,64 @@ fn lineage(state_dir: &std::path::Path) -> Result<String> {
         }
         Err(e) => Err(crate::checkpoint::CheckpointError::io(&path, "read", e).into()),
     }
+}
+
+/// A cut of the log, in words.
+fn describe_cut(t: &Truncation) -> String {
+    format!(
+        "log cut at segment {} offset {} ({}): that record and {} valid records after it discarded{}",
+        t.segment,
+        t.offset,
+        t.reason,
+        t.records_discarded,
+        if t.segments_removed.is_empty() {
+            String::new()
+        } else {
+            format!("; later segments removed: {:?}", t.segments_removed)
+        }
+    )
+}
+
+/// What [`repair_state_dir`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateDirRepair {
+    /// What the log lost (its damaged tail, cut), if anything.
+    pub log_cut: Option<String>,
+    /// Records left in the log.
+    pub log_records: u64,
+    /// The checkpoint recovery starts from now (`None`: none; the whole log is replayed).
+    pub checkpoint: Option<u64>,
+    /// The newest checkpoint (or the manifest) was damaged or missing and was set aside
+    /// (renamed `*.damaged-<secs>`, not deleted).
+    pub fell_back: bool,
+}
+
+/// The documented repair of a state directory an engine refuses to open: cuts the
+/// write-ahead log after its last valid record, and if the newest checkpoint (or the
+/// manifest) is damaged or missing, falls back to the newest older one that verifies. Run
+/// it only after reading the error that asked for it: what it cuts is lost. The directory
+/// must not be in use.
+pub fn repair_state_dir(state_dir: &std::path::Path) -> Result<StateDirRepair> {
+    let _lock = StateDirLock::acquire(state_dir)?;
+    let report = crate::wal::repair(&state_dir.join("wal"))?;
+    let mut checkpoints = CheckpointStore::open(state_dir, usize::MAX)?;
+    let (checkpoint, fell_back) = match checkpoints.latest() {
+        Ok(latest) => (latest.map(|(id, _)| id), false),
+        Err(_) => (checkpoints.fall_back()?, true),
+    };
+    Ok(StateDirRepair {
+        log_cut: report.truncation.as_ref().map(describe_cut),
+        log_records: report.records,
+        checkpoint,
+        fell_back,
+    })
+}
+
+/// The LSN a checkpoint covers, read without deserialising its state (`None`: damaged).
+fn checkpoint_lsn(bytes: &[u8]) -> Option<u64> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::access::<ArchivedEngineSnapshot, rkyv::rancor::Error>(&aligned)
+        .ok()
+        .map(|s| s.lsn.to_native())
 }

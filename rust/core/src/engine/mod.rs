@@ -34,7 +34,7 @@ pub use crate::operator::interval_join::JoinKind;
 pub use crate::operator::lookup_join::{LookupKind, TableDef};
 pub use crate::runtime::CoreMetrics;
 pub use crate::sync::credit::{CreditConfig, CreditMetrics, Overflow};
-pub use durable::{DurabilityConfig, DurabilityMetrics};
+pub use durable::{repair_state_dir, DurabilityConfig, DurabilityMetrics, StateDirRepair};
 pub use partition::Partitioning;
 pub use plan::{compile, Compiled, OpSpec, QueryPlan, SourceSchema};
 pub use recovery::{RecoveryReport, SourcePosition};
@@ -282,6 +282,8 @@ pub struct Engine {
     op_now: Option<Timestamp>,
     /// Where query results go besides `take_output`: exactly-once sinks.
     sinks: Sinks,
+    /// Why the engine stopped, after an error it cannot continue from (see `fail`).
+    failure: Option<String>,
 }
 
 impl Default for Engine {
@@ -332,6 +334,7 @@ impl Engine {
             final_durability: None,
             op_now: None,
             sinks: Sinks::new(config.sink_commit_every_ms),
+            failure: None,
         }
     }
 
@@ -351,12 +354,35 @@ impl Engine {
     }
 
     fn check_open(&self) -> Result<()> {
+        if let Some(reason) = &self.failure {
+            let hint = if self.sinks.is_durable() {
+                " on the same state_dir: it recovers every acknowledged input"
+            } else {
+                ""
+            };
+            return Err(Error::Closed(format!(
+                "the engine stopped after an error ({reason}); create a new Engine{hint}"
+            )));
+        }
         if self.closed {
             return Err(Error::Closed(
                 "the engine is closed; create a new Engine".into(),
             ));
         }
         Ok(())
+    }
+
+    /// An error after which the engine's state cannot be trusted (its log or a sink failed,
+    /// or recovery did): the engine closes without publishing anything more (core threads
+    /// joined, state and sink directories released, so that a new engine can recover them),
+    /// every later call says why, and `e` is returned.
+    pub(super) fn fail(&mut self, e: Error) -> Error {
+        if self.failure.is_none() {
+            self.failure = Some(e.to_string());
+        }
+        self.sinks.stop();
+        let _ = self.close();
+        e
     }
 
     fn source_id(&self, name: &str) -> Result<SourceId> {

@@ -111,11 +111,8 @@ impl Engine {
         let result = self.recover_from(&mut d);
         d.last_checkpoint_at = self.clock.now_ms();
         self.durable = Some(d);
-        if result.is_err() {
-            // A state that failed to load must not be built on: refuse everything.
-            self.closed = true;
-        }
-        result
+        // A state that failed to load must not be built on: refuse everything.
+        result.map_err(|e| self.fail(e))
     }
 
     fn recover_from(&mut self, d: &mut Durable) -> Result<()> {
@@ -192,9 +189,16 @@ impl Engine {
             return Ok(None);
         };
         let now = self.clock.now_ms();
-        let lsn = d.log(&record(now)?)?;
-        self.op_now = Some(now);
-        Ok(Some(lsn))
+        let record = record(now)?;
+        match d.log(&record) {
+            Ok(lsn) => {
+                self.op_now = Some(now);
+                Ok(Some(lsn))
+            }
+            // The log is poisoned: nothing can be acknowledged any more.
+            Err(e @ Error::Wal(_)) => Err(self.fail(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Ends an input begun with [`begin_input`](Self::begin_input): with `commit`, waits until
@@ -220,8 +224,12 @@ impl Engine {
             _ => Ok(()),
         };
         let due = d.checkpoint_due(now);
+        if let Err(e) = committed {
+            // Applied but not durable: the state is ahead of the log (a retry with the same
+            // `seq` would be taken as applied), so nothing more may be acknowledged.
+            return Err(self.fail(e));
+        }
         applied?;
-        committed?;
         if due {
             self.periodic_checkpoint(now)?;
         }

@@ -78,6 +78,15 @@ impl Sinks {
         self.durable = true;
     }
 
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Nothing more is written or published (the engine failed).
+    pub fn stop(&mut self) {
+        self.failed = true;
+    }
+
     /// The sink fed by `query`, if any.
     pub fn feeding(&self, query: &str) -> Option<&str> {
         self.entries
@@ -322,9 +331,7 @@ impl Engine {
 
     /// A sink failed: the engine closes (see the module docs) and `e` is returned.
     fn sink_failed(&mut self, e: Error) -> Error {
-        self.sinks.failed = true;
-        let _ = self.close();
-        e
+        self.fail(e)
     }
 }
 

@@ -144,8 +144,8 @@ pub enum WalError {
     /// The log is damaged and the recovery mode does not allow truncating it here.
     #[error(
         "write-ahead log segment {segment} ({}) is corrupt at byte {offset}: {reason}; \
-         `wal::repair` (or opening with RecoveryMode::PointInTime) truncates the log to its \
-         last valid record before this point",
+         laminar.repair_state_dir(state_dir) (Rust: `wal::repair`, or opening with \
+         RecoveryMode::PointInTime) truncates the log to its last valid record before this point",
         path.display()
     )]
     Corrupt {
