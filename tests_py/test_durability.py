@@ -386,7 +386,8 @@ def test_full_disk_is_an_error_and_every_acknowledged_push_survives(tmp_path):
     eng.close()
 
 
-def test_repair_falls_back_from_a_damaged_checkpoint(tmp_path):
+@pytest.mark.parametrize("damage", ["flip", "missing"])
+def test_repair_falls_back_from_a_damaged_or_missing_checkpoint(tmp_path, damage):
     n = 6
     want = uninterrupted(n)
     eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
@@ -397,9 +398,12 @@ def test_repair_falls_back_from_a_damaged_checkpoint(tmp_path):
     src.push(batch(2), seq=2)
     eng.close()
     f = pathlib.Path(tmp_path, "checkpoints", f"ckpt-{newest:020}.bin")
-    data = bytearray(f.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    f.write_bytes(bytes(data))
+    if damage == "missing":
+        f.unlink()
+    else:
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
 
     eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
     with pytest.raises(errors.DurabilityError, match="repair_state_dir"):
@@ -409,7 +413,8 @@ def test_repair_falls_back_from_a_damaged_checkpoint(tmp_path):
     eng.close()
     r = lm.repair_state_dir(tmp_path)
     assert r["fell_back"] and r["checkpoint"] == first and r["log_cut"] is None, r
-    assert any(p.name.startswith(f.name + ".damaged-") for p in f.parent.iterdir())
+    if damage == "flip":
+        assert any(p.name.startswith(f.name + ".damaged-") for p in f.parent.iterdir())
 
     eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
     rec = eng.recover()
@@ -440,4 +445,25 @@ def test_recovery_modes_and_the_log_repair(tmp_path):
     eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
     assert eng.recover()["log_cut"] is None  # repaired: nothing more to cut
     assert src.position()["last_seq"] == 1
+    eng.close()
+
+
+def test_truncated_log_segment_is_cut_and_reported(tmp_path):
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    for k in range(6):
+        src.push(batch(k).slice(0, 500), seq=k)
+    eng.close()
+    seg = sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))[-1]
+    data = seg.read_bytes()
+    end = max(i for i, b in enumerate(data) if b) + 1
+    seg.write_bytes(data[: end // 2])  # a segment cut short in the middle of a record
+    with pytest.raises(errors.DurabilityError, match="repair_state_dir"):
+        lm.Engine(state_dir=str(tmp_path), recovery="absolute_consistency")
+    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
+    r = eng.recover()
+    assert r["log_cut"], r
+    last = src.position()["last_seq"]
+    assert last is not None and 0 <= last < 5 and r["replayed_records"] == last + 1
+    for k in range(last + 1, 6):
+        assert src.push(batch(k).slice(0, 500), seq=k)  # the producer resumes from position
     eng.close()

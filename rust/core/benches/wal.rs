@@ -196,12 +196,19 @@ fn main() {
             }
         }
     }
+    // One pushed batch of workload E (10,000 events of 24 bytes) is a record of ~240 KiB.
+    configs.push((1, 256 << 10, true, true));
+    configs.push((1, 256 << 10, true, false));
     configs.push((4, 4 << 10, true, false));
     configs.push((4, 4 << 10, false, false));
     let mut rows: Vec<(&str, Row)> = Vec::new();
     rows.push((
         "raw pwrite+fdatasync, no WAL",
         raw_baseline(&root, 4 << 10, dur),
+    ));
+    rows.push((
+        "raw pwrite+fdatasync, no WAL",
+        raw_baseline(&root, 256 << 10, dur),
     ));
     for (appenders, record, preallocate, sync) in configs {
         rows.push(("", run(&root, appenders, record, preallocate, sync, dur)));
