@@ -20,6 +20,7 @@ import pyarrow as pa
 import laminar as lm
 
 sys.path.insert(0, os.path.dirname(__file__))
+from children import resume_from  # noqa: E402
 from durable_child import batch  # noqa: E402
 
 
@@ -58,11 +59,7 @@ def main() -> None:
     finish = "--finish" in sys.argv[6:]
     eng, src, _ = pipeline(state_dir, out_dir, cores)
     eng.recover()
-    last = src.position()["last_seq"]
-    applied = -1 if last is None else last
-    if applied < start - 1:
-        print(f"LOST acknowledged pushes: last_seq {last}, acknowledged up to {start - 1}", flush=True)
-        sys.exit(3)
+    resume_from(src, start)
     for k in range(start, n):
         src.push(batch(k), seq=k)
         print(f"pushed {k}", flush=True)

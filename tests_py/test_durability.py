@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import subprocess
 import sys
 import time
 
@@ -23,6 +22,7 @@ import laminar as lm
 from laminar import errors
 
 sys.path.insert(0, os.path.dirname(__file__))
+from children import acknowledged, run_child  # noqa: E402
 from durable_child import batch, pipeline  # noqa: E402
 
 CHILD = os.path.join(os.path.dirname(__file__), "durable_child.py")
@@ -122,26 +122,6 @@ def test_whole_log_replay_without_checkpoint(tmp_path):
     eng.close()
 
 
-def run_child(state_dir, n, cores, start, *extra, kill_after_lines=None, kill_delay=0.0):
-    """Runs the child; with `kill_after_lines`, SIGKILLs it `kill_delay` s after it printed
-    that many lines (or when it exits). Returns its exit code and the lines it printed."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, CHILD, str(state_dir), str(n), str(cores), str(start), *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    if kill_after_lines is not None:
-        while len(lines) < kill_after_lines:
-            line = p.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-        time.sleep(kill_delay)
-        p.send_signal(signal.SIGKILL)
-    out, err = p.communicate(timeout=120)
-    lines.extend(l for l in out.splitlines() if l)
-    return p.returncode, lines, err
-
-
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(kills=st.lists(st.tuples(st.integers(0, 14), st.floats(0.0, 0.05)), min_size=1, max_size=3),
        cores=st.sampled_from([1, 2]))
@@ -150,12 +130,11 @@ def test_sigkill_at_random_moments_then_completion_equals_uninterrupted(tmp_path
     state = tmp_path_factory.mktemp("state")
     acked = 0  # pushes acknowledged so far (the child printed them after push returned)
     for after, delay in kills:
-        code, lines, err = run_child(state, n, cores, acked, kill_after_lines=after, kill_delay=delay)
+        code, lines, err = run_child(CHILD, state, n, cores, acked, kill_after_lines=after, kill_delay=delay)
         assert code in (-signal.SIGKILL, 0), (code, lines, err)
-        done = [int(l.split()[1]) for l in lines if l.startswith("pushed ")]
-        acked = max([acked - 1, *done]) + 1
+        acked = acknowledged(lines, acked)
     out = state.parent / f"{state.name}-result.arrow"
-    code, lines, err = run_child(state, n, cores, acked, "--finish", str(out))
+    code, lines, err = run_child(CHILD, state, n, cores, acked, "--finish", str(out))
     assert code == 0, (code, lines, err)
     got = pa.ipc.open_file(str(out)).read_all()
     assert sorted_rows(got) == sorted_rows(uninterrupted(n)["all"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -25,6 +24,7 @@ from laminar import errors
 from laminar.sink import SinkHandle
 
 sys.path.insert(0, os.path.dirname(__file__))
+from children import acknowledged, run_child  # noqa: E402
 from durable_child import batch  # noqa: E402
 from sink_child import pipeline, queries  # noqa: E402
 
@@ -146,27 +146,6 @@ def test_durable_sinks_across_a_clean_restart(tmp_path):
     assert published(str(out)) == want
 
 
-def run_child(state, out, n, cores, start, *extra, kill_after_lines=None, kill_delay=0.0, crash_at=None):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    env.pop("LAMINAR_CRASH_AT", None)
-    if crash_at:
-        env["LAMINAR_CRASH_AT"] = crash_at
-    p = subprocess.Popen([sys.executable, CHILD, str(state), str(out), str(n), str(cores), str(start), *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    if kill_after_lines is not None:
-        while len(lines) < kill_after_lines:
-            line = p.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-        time.sleep(kill_delay)
-        p.send_signal(signal.SIGKILL)
-    stdout, err = p.communicate(timeout=120)
-    lines.extend(l for l in stdout.splitlines() if l)
-    return p.returncode, lines, err
-
-
 CRASH_POINTS = ["checkpoint.sinks_staged", "checkpoint.written", "checkpoint.sinks_committed"]
 kill = st.one_of(
     st.tuples(st.just("kill"), st.integers(0, 14), st.floats(0.0, 0.05)),
@@ -187,15 +166,14 @@ def test_crashes_at_random_moments_publish_exactly_once(tmp_path_factory, kills,
     acked = 0
     for kind, a, b in kills:
         if kind == "kill":
-            code, lines, err = run_child(state, out, n, cores, acked, kill_after_lines=a, kill_delay=b)
+            code, lines, err = run_child(CHILD, state, out, n, cores, acked, kill_after_lines=a, kill_delay=b)
             assert code in (-signal.SIGKILL, 0), (code, lines, err)
         else:
-            code, lines, err = run_child(state, out, n, cores, acked, crash_at=f"{a}:{b}")
+            code, lines, err = run_child(CHILD, state, out, n, cores, acked, crash_at=f"{a}:{b}")
             assert code in (-signal.SIGABRT, 0), (code, lines, err)
             assert code == 0 or "crash point" in err, err
-        done = [int(l.split()[1]) for l in lines if l.startswith("pushed ")]
-        acked = max([acked - 1, *done]) + 1
-    code, lines, err = run_child(state, out, n, cores, acked, "--finish")
+        acked = acknowledged(lines, acked)
+    code, lines, err = run_child(CHILD, state, out, n, cores, acked, "--finish")
     assert code == 0, (code, lines, err)
     assert published(str(out)) == reference(n)
 

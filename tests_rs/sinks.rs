@@ -8,6 +8,8 @@
 //!   only what was synced counts), publishes exactly the rows an uninterrupted engine without
 //!   sinks emits: no duplicate, no gap.
 
+#[path = "common/restore.rs"]
+mod restore;
 #[path = "common/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
@@ -53,18 +55,9 @@ fn batch(k: i64) -> RecordBatch {
     .unwrap()
 }
 
+/// The rows of `batches` as text, sorted (order across epochs and cores is free).
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| arrow_cast::display::array_value_to_string(c, i).unwrap())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
+    let mut out = restore::rows(batches);
     out.sort();
     out
 }
