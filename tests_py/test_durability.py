@@ -309,14 +309,18 @@ def test_lookup_tables_are_checkpointed_and_recover(tmp_path):
     assert sorted(first + got, key=repr) == want
 
 
-def test_damaged_log_tail_is_cut_and_reported_not_silent(tmp_path):
+def damaged_tail_run(tmp_path, pushes: int, rows: int) -> pathlib.Path:
+    """Pushes ``pushes`` slices of ``rows`` rows with seq, closes, and returns the log's last
+    segment file, for the tests that damage it."""
     eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
-    for k in range(3):
-        src.push(batch(k).slice(0, 100), seq=k)
+    for k in range(pushes):
+        src.push(batch(k).slice(0, rows), seq=k)
     eng.close()
-    segments = sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))
-    assert segments
-    seg = segments[-1]
+    return sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))[-1]
+
+
+def test_damaged_log_tail_is_cut_and_reported_not_silent(tmp_path):
+    seg = damaged_tail_run(tmp_path, 3, 100)
     data = bytearray(seg.read_bytes())
     last = max(i for i, b in enumerate(data) if b)  # inside the last record's payload
     data[last] ^= 0xFF
@@ -407,11 +411,7 @@ def test_repair_falls_back_from_a_damaged_or_missing_checkpoint(tmp_path, damage
 
 
 def test_recovery_modes_and_the_log_repair(tmp_path):
-    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
-    for k in range(3):
-        src.push(batch(k).slice(0, 100), seq=k)
-    eng.close()
-    seg = sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))[-1]
+    seg = damaged_tail_run(tmp_path, 3, 100)
     data = bytearray(seg.read_bytes())
     data[max(i for i, b in enumerate(data) if b)] ^= 0xFF  # inside the last record
     seg.write_bytes(bytes(data))
@@ -428,11 +428,7 @@ def test_recovery_modes_and_the_log_repair(tmp_path):
 
 
 def test_truncated_log_segment_is_cut_and_reported(tmp_path):
-    eng, src, out = pipeline(str(tmp_path), 1, checkpoint_every=None)
-    for k in range(6):
-        src.push(batch(k).slice(0, 500), seq=k)
-    eng.close()
-    seg = sorted(pathlib.Path(tmp_path, "wal").glob("*.wal"))[-1]
+    seg = damaged_tail_run(tmp_path, 6, 500)
     data = seg.read_bytes()
     end = max(i for i, b in enumerate(data) if b) + 1
     seg.write_bytes(data[: end // 2])  # a segment cut short in the middle of a record

@@ -59,6 +59,15 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
     }
 }
 
+/// A `QueryError` for an option given a value outside its choices.
+fn bad_choice(py: Python<'_>, option: &str, choices: &str, got: &str) -> PyErr {
+    raise(
+        py,
+        "QueryError",
+        format!("{option} must be {choices}, got '{got}'"),
+    )
+}
+
 fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
     raise(py, exception_name(e.kind()), e.to_string())
 }
@@ -187,18 +196,20 @@ impl PyEngine {
             "tolerate_corrupted_tail" => RecoveryMode::TolerateCorruptedTail,
             "absolute_consistency" => RecoveryMode::AbsoluteConsistency,
             other => {
-                return Err(raise(
+                return Err(bad_choice(
                     py,
-                    "QueryError",
-                    format!("recovery must be 'point_in_time', 'tolerate_corrupted_tail' or 'absolute_consistency', got '{other}'"),
+                    "recovery",
+                    "'point_in_time', 'tolerate_corrupted_tail' or 'absolute_consistency'",
+                    other,
                 ))
             }
         };
         let overflow = Overflow::parse(backpressure).ok_or_else(|| {
-            raise(
+            bad_choice(
                 py,
-                "QueryError",
-                format!("backpressure must be 'block', 'drop' or 'error', got '{backpressure}'"),
+                "backpressure",
+                "'block', 'drop' or 'error'",
+                backpressure,
             )
         })?;
         let config = EngineConfig {
@@ -322,13 +333,8 @@ impl PyEngine {
         path: std::path::PathBuf,
         format: &str,
     ) -> PyResult<()> {
-        let format = FileFormat::parse(format).ok_or_else(|| {
-            raise(
-                py,
-                "QueryError",
-                format!("format must be 'parquet', 'jsonl' or 'arrow', got '{format}'"),
-            )
-        })?;
+        let format = FileFormat::parse(format)
+            .ok_or_else(|| bad_choice(py, "format", "'parquet', 'jsonl' or 'arrow'", format))?;
         self.call(py, move |e| e.add_file_sink(&name, &query, &path, format))
     }
 
