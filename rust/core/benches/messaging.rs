@@ -24,7 +24,7 @@
 //! class. Our disruptor's rows go in the `ours_disruptor` module (marked below).
 //!
 //! Run: `cargo bench -p laminar-core --bench messaging -- [--quick] [--n N] [--rounds R]
-//! [--rtt M] [--only SUBSTRING]`.
+//! [--rtt M] [--only SUBSTRING[,SUBSTRING...]]`.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::hint::spin_loop;
@@ -55,7 +55,8 @@ struct Cfg {
     warm: usize,
     /// Producer / ping core and consumer / echo core, when pinning is possible.
     cores: Option<(CoreId, CoreId)>,
-    /// Only run benches whose "queue mode" label contains this.
+    /// Only run benches whose "queue mode" label contains this (or one of its
+    /// comma-separated parts).
     only: Option<String>,
 }
 
@@ -115,10 +116,11 @@ impl Cfg {
         cfg
     }
 
+    /// Whether `label` matches `--only` (any of its comma-separated substrings).
     fn wanted(&self, label: &str) -> bool {
         self.only
             .as_ref()
-            .is_none_or(|s| label.contains(s.as_str()))
+            .is_none_or(|s| s.split(',').any(|part| label.contains(part)))
     }
 
     fn producer_core(&self) -> Option<CoreId> {
@@ -907,8 +909,12 @@ mod ours_disruptor {
 
         #[inline]
         fn recv(&mut self) -> u64 {
-            if self.rx_barrier.wait_for(self.next).is_err() {
-                fail("laminar disruptor rtt", "barrier alerted");
+            // A polling consumer: `available` never waits; between polls, prefetch the slot
+            // it waits for (`RingBuffer::prefetch`), so that the cursor and the slot line
+            // arrive together once published.
+            while self.rx_barrier.available(self.next) < self.next {
+                self.rx_ring.prefetch(self.next);
+                spin_loop();
             }
             // SAFETY: the barrier showed `next` published; our sequence (which gates the
             // producer) is below it until the store just after the read.

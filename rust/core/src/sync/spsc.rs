@@ -17,6 +17,15 @@
 //!   moves a value out, then Release-stores `head`, so the producer never overwrites a slot that
 //!   is still being read).
 //!
+//! A consumer polling an empty ring pays two line transfers per value: `tail`, then the slot.
+//! After a few empty [`Consumer::pop`]s in a row it therefore also *prefetches* the slot it
+//! waits for (a hint, not a read: no race with the producer's write), so that once the value
+//! is published the two misses overlap. Measured with `benches/messaging.rs`: round trip p50
+//! ~390 -> ~295 ns against a ~200 ns floor of two bare lines. Not from the first empty poll,
+//! which would make a consumer trailing a streaming producer fetch the line being filled.
+//! (Per-slot stamps, which let the consumer poll the slot alone, reached ~240 ns but double
+//! the slot size for small `T` and halved throughput; they were measured and dropped.)
+//!
 //! Batches are the lever ([`Producer::push_batch`], [`Consumer::pop_batch`]): one Release
 //! store per batch instead of per item, measured here at 6 to 7 times the per-item rate.
 //!
@@ -71,6 +80,24 @@ impl<T> Shared<T> {
         unsafe { self.slots.get_unchecked(pos & self.mask) }
     }
 
+    /// Hints the CPU to fetch the line of the slot `pos` maps to, without reading it (a
+    /// prefetch is no memory access: it cannot race with the producer's write). A consumer
+    /// that found the ring empty calls it before the caller spins: the next poll then misses
+    /// on `tail` and on the slot line at the same time instead of one after the other.
+    #[inline(always)]
+    fn prefetch(&self, pos: usize) {
+        #[cfg(all(target_arch = "x86_64", not(feature = "loom")))]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = self.slot(pos).with(|p| p as *const i8);
+            // SAFETY: `_mm_prefetch` only needs SSE (baseline on x86_64); it never faults or
+            // accesses memory in the language's sense, and `p` points into our slots anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(feature = "loom"))))]
+        let _ = pos;
+    }
+
     /// Drops the values still queued. Kept out of line: inlined into the handles' code it
     /// changed how their hot loops compiled and cut per-item throughput several times
     /// (measured with `benches/messaging.rs`).
@@ -117,6 +144,7 @@ impl<T: Send> SpscQueue<T> {
                 shared,
                 head: 0,
                 cached_tail: 0,
+                empty_polls: 0,
             },
         )
     }
@@ -236,7 +264,12 @@ pub struct Consumer<T> {
     head: usize,
     /// Last `tail` we loaded: at least this much has been published.
     cached_tail: usize,
+    /// `pop`s in a row that found the ring empty.
+    empty_polls: u32,
 }
+
+/// Empty `pop`s in a row after which each further one prefetches the slot it waits for.
+const PREFETCH_AFTER: u32 = 4;
 
 impl<T: Send> Consumer<T> {
     /// Slots in the ring.
@@ -271,8 +304,17 @@ impl<T: Send> Consumer<T> {
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
         if self.available(1) == 0 {
+            // Waited a while: prefetch the slot (see `Shared::prefetch`). Not on the first
+            // empty polls: a consumer trailing a streaming producer finds the next value within
+            // a poll or two, and fetching the line the producer is still filling would only
+            // make the two trade it once more.
+            self.empty_polls = self.empty_polls.saturating_add(1);
+            if self.empty_polls >= PREFETCH_AFTER {
+                self.shared.prefetch(self.head);
+            }
             return None;
         }
+        self.empty_polls = 0;
         let slot = self.shared.slot(self.head);
         // SAFETY: as in `read`.
         let v = slot.with(|p| unsafe { (*p).assume_init_read() });
@@ -384,6 +426,20 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&marker), 5);
         drop(p);
         assert_eq!(std::sync::Arc::strong_count(&marker), 1);
+    }
+
+    #[test]
+    fn empty_polls_prefetch_and_change_nothing() {
+        let (mut p, mut c) = SpscQueue::<u64>::with_capacity(4);
+        for round in 0..3u64 {
+            for _ in 0..2 * PREFETCH_AFTER {
+                assert_eq!(c.pop(), None);
+            }
+            assert!(c.empty_polls >= PREFETCH_AFTER);
+            p.push(round).unwrap();
+            assert_eq!(c.pop(), Some(round));
+            assert_eq!(c.empty_polls, 0);
+        }
     }
 
     #[test]

@@ -64,6 +64,17 @@ impl<T> RingBuffer<T> {
         self.mask + 1
     }
 
+    /// Hints the CPU to fetch the cache line of the slot of `sequence`, without reading it
+    /// (a prefetch is no memory access, so it is safe whoever owns the slot; a no-op off
+    /// x86_64). A polling consumer that found `sequence` not yet available calls it before it
+    /// polls again: when the producer publishes, the consumer's next poll then misses on the
+    /// cursor and on the slot line at the same time instead of one after the other (measured
+    /// with `benches/messaging.rs`: round trip p50 about one line transfer lower).
+    #[inline(always)]
+    pub fn prefetch(&self, sequence: i64) {
+        self.slots().prefetch(sequence);
+    }
+
     /// The slots and their mask, for loops over many sequences: read once into a local view,
     /// they stay in registers instead of being reloaded through the ring after every atomic
     /// store.
@@ -139,6 +150,21 @@ impl<'a, T> Slots<'a, T> {
         unsafe { self.slots.get_unchecked(index) }
     }
 
+    /// [`RingBuffer::prefetch`] on this view.
+    #[inline(always)]
+    pub(crate) fn prefetch(self, sequence: i64) {
+        #[cfg(all(target_arch = "x86_64", not(feature = "loom")))]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = self.cell(sequence).with(|p| p as *const i8);
+            // SAFETY: `_mm_prefetch` only needs SSE (baseline on x86_64); it never faults and
+            // is no memory access in the language's sense, and `p` points into our slots.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(feature = "loom"))))]
+        let _ = sequence;
+    }
+
     /// [`RingBuffer::with_slot`] on this view.
     ///
     /// # Safety
@@ -208,5 +234,11 @@ mod tests {
             "the event's buffer was reused, not reallocated"
         );
         assert_eq!(last, 10);
+        // A prefetch touches nothing: any sequence, published or not, negative included.
+        for seq in [-1i64, 0, 3, 1 << 40] {
+            ring.prefetch(seq);
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { ring.with_slot(2, |v| v[0]) }, 10);
     }
 }
