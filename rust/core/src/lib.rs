@@ -50,6 +50,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod error;
 mod hash;
+pub mod io;
 pub mod net;
 pub mod operator;
 pub mod reactor;
