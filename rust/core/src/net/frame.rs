@@ -123,9 +123,7 @@ impl Opcode {
 
     /// The largest payload allowed for this opcode when data frames may be `max_payload`.
     pub const fn max_payload(self, max_payload: u32) -> u32 {
-        if self.is_data() {
-            max_payload
-        } else if max_payload < MAX_CONTROL_PAYLOAD {
+        if self.is_data() || max_payload < MAX_CONTROL_PAYLOAD {
             max_payload
         } else {
             MAX_CONTROL_PAYLOAD
