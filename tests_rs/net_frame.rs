@@ -892,3 +892,59 @@ fn codes_round_trip_and_fatality() {
     assert!(ErrorCode::TooLarge.is_fatal());
     assert!(!ErrorCode::UnknownSource.is_fatal());
 }
+
+/// The examples of `docs/protocol.md`, section 12, byte for byte.
+#[test]
+fn spec_examples_are_exact() {
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+    let er = Flags::EXPECTS_RESPONSE;
+    let hello = Message::Hello {
+        version: 1,
+        token: b"tok",
+    };
+    assert_eq!(
+        encode(&hello, 1, er),
+        hex("01 04 01 00 0b 00 00 00 4c 4d 4e 52 01 00 03 00 74 6f 6b")
+    );
+    assert_eq!(
+        encode(&Message::Ping { nonce: 42 }, 2, er),
+        hex("03 04 02 00 08 00 00 00 2a 00 00 00 00 00 00 00")
+    );
+    assert_eq!(
+        encode(&Message::Pong { nonce: 42 }, 2, Flags::NONE),
+        hex("04 00 02 00 08 00 00 00 2a 00 00 00 00 00 00 00")
+    );
+    let ack = Message::Ack {
+        producer_id: 5,
+        seq: 9,
+        applied: true,
+    };
+    assert_eq!(
+        encode(&ack, 7, Flags::NONE),
+        hex("11 00 07 00 11 00 00 00 05 00 00 00 00 00 00 00 09 00 00 00 00 00 00 00 01")
+    );
+    let push = Message::Push {
+        producer_id: 5,
+        seq: 10,
+        source: "trades",
+        ipc: b"IPC",
+    };
+    let wire = encode(&push, 3, er | Flags::COMPRESSED_ZSTD);
+    assert_eq!(wire[..4], hex("10 06 03 00")[..]);
+    assert_eq!(
+        wire[8..wire.len() - 3],
+        hex("05 00 00 00 00 00 00 00 0a 00 00 00 00 00 00 00 06 00 74 72 61 64 65 73")[..]
+    );
+    let err = Message::Error {
+        code: ErrorCode::UnknownSource,
+        message: "no source trades2",
+    };
+    assert_eq!(
+        encode(&err, 3, Flags::NONE),
+        hex("05 00 03 00 15 00 00 00 09 00 11 00 6e 6f 20 73 6f 75 72 63 65 20 74 72 61 64 65 73 32")
+    );
+}
