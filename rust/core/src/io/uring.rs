@@ -348,15 +348,33 @@ impl IoReactor for UringReactor {
             return Ok(0);
         }
         let mut n = self.reap(out);
-        if n == 0 {
-            if timeout == Some(Duration::ZERO) {
-                self.enter_submit()?;
-            } else {
-                self.enter_wait(timeout)?;
-            }
-            n = self.reap(out);
+        if n > 0 {
+            return Ok(n);
         }
-        Ok(n)
+        if timeout == Some(Duration::ZERO) {
+            self.enter_submit()?;
+            return Ok(self.reap(out));
+        }
+        // Loop over early returns (a signal, a transient refusal) until a completion arrives
+        // or the deadline passes.
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(n);
+                    }
+                    Some(left)
+                }
+            };
+            self.enter_wait(left)?;
+            n = self.reap(out);
+            if n > 0 {
+                return Ok(n);
+            }
+        }
     }
 
     fn in_flight(&self) -> usize {
