@@ -948,3 +948,27 @@ fn spec_examples_are_exact() {
         hex("05 00 03 00 15 00 00 00 09 00 11 00 6e 6f 20 73 6f 75 72 63 65 20 74 72 61 64 65 73 32")
     );
 }
+
+/// Arrow's IPC reader panics on some malformed schemas (an Int of bit width 7 reaches a
+/// `panic!` in `arrow_ipc::convert::get_data_type`; found by the fuzz target). `decode_ipc`
+/// must turn that into `BadArrow`, never let it escape.
+#[test]
+fn arrow_panics_on_hostile_schemas_are_caught() {
+    let (s, b) = long_batch(10);
+    let good = encode_ipc(&s, &[b], Compression::None).unwrap();
+    let schema_end = 8 + i32::from_le_bytes(good[4..8].try_into().unwrap()) as usize;
+    let mut caught = 0;
+    for i in 8..schema_end {
+        // 64 is the Int64 column's bit width (among other bytes that happen to be 64).
+        if good[i] != 64 {
+            continue;
+        }
+        let mut bad = good.clone();
+        bad[i] = 7;
+        match decode_ipc(&bad, Compression::None, &IpcLimits::default()) {
+            Err(NetError::BadArrow(m)) if m.contains("panicked") => caught += 1,
+            _ => {}
+        }
+    }
+    assert!(caught >= 1, "no mutation reached Arrow's panic");
+}
