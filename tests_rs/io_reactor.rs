@@ -677,3 +677,45 @@ fn env_override_and_explicit_choice() {
         assert_eq!(open_reactor(&config).unwrap().backend(), Backend::Epoll);
     }
 }
+
+/// A small queue: a batch larger than the io_uring submission queue is flushed to the kernel
+/// part by part; the in-flight cap (twice the entries) is the same on both backends; a linked
+/// chain longer than the submission queue is refused.
+#[test]
+fn small_queue_flushes_and_caps() {
+    let config = ReactorConfig {
+        entries: 8,
+        ..ReactorConfig::default()
+    };
+    assert_eq!(config.max_in_flight(), 16);
+    let mut backends: Vec<Box<dyn IoReactor>> = vec![Box::new(EpollReactor::new(&config).unwrap())];
+    match UringReactor::new(&config) {
+        Ok(r) => backends.push(Box::new(r)),
+        Err(e) => eprintln!("io_uring unavailable, epoll only: {e}"),
+    }
+    for mut r in backends {
+        let name = r.backend().name();
+        let mut batch: Vec<Submission> = (0..17).map(|t| Submission::new(t, Op::Nop)).collect();
+        assert!(matches!(
+            r.submit(&mut batch),
+            Err(IoError::Full { in_flight: 16 })
+        ));
+        assert_eq!(batch.len(), 1, "{name}");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + LONG;
+        while seen.len() < 16 {
+            assert!(Instant::now() < deadline, "{name}: {} of 16", seen.len());
+            r.wait(Some(Duration::from_millis(100)), &mut seen).unwrap();
+        }
+        assert_eq!(r.in_flight(), 0, "{name}");
+        r.submit(&mut batch).unwrap();
+        assert_eq!(wait_for(r.as_mut(), 16, &mut seen).result.unwrap(), 0);
+        if r.backend() == Backend::Uring {
+            let mut chain: Vec<Submission> =
+                (0..9).map(|t| Submission::linked(t, Op::Nop)).collect();
+            chain.push(Submission::new(9, Op::Nop));
+            assert!(matches!(r.submit(&mut chain), Err(IoError::InvalidOp(_))));
+            assert_eq!(chain.len(), 10);
+        }
+    }
+}

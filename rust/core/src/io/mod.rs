@@ -28,6 +28,30 @@
 //! # Ok::<(), laminar_core::io::IoError>(())
 //! ```
 //!
+//! The WAL's commit is a write linked to an `fdatasync`: the sync starts only once the write
+//! has completed in full, and completes with `ECANCELED` if the write failed or was short.
+//!
+//! ```
+//! use std::os::fd::AsRawFd;
+//! use laminar_core::io::{open_reactor, Op, ReactorConfig, Submission};
+//! # let path = std::env::temp_dir().join(format!("laminar-io-doc-{}", std::process::id()));
+//! let file = std::fs::File::create(&path)?;
+//! let fd = file.as_raw_fd();
+//! let mut r = open_reactor(&ReactorConfig::default())?;
+//! r.submit(&mut vec![
+//!     Submission::linked(1, Op::WriteAt { fd, buf: b"record".to_vec(), offset: 0 }),
+//!     Submission::new(2, Op::Fdatasync { fd }),
+//! ])?;
+//! let mut done = Vec::new();
+//! while done.len() < 2 {
+//!     r.wait(None, &mut done)?;
+//! }
+//! assert!(done.iter().all(|c| c.result.is_ok()));
+//! assert_eq!(std::fs::read(&path)?, b"record");
+//! # std::fs::remove_file(&path)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Invariants
 //!
 //! * **Buffers are owned by the operation while it is in flight.** An [`Op`] takes its
