@@ -62,6 +62,8 @@ pub struct EpollReactor {
     in_flight: usize,
     max_in_flight: usize,
     events: Vec<libc::epoll_event>,
+    /// Reused by `wait`: the descriptors of the events of one `epoll_wait`.
+    ready_fds: Vec<RawFd>,
     fallback: Option<String>,
 }
 
@@ -87,6 +89,7 @@ impl EpollReactor {
             in_flight: 0,
             max_in_flight: config.max_in_flight(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT],
+            ready_fds: Vec::with_capacity(EVENTS_PER_WAIT),
             fallback: None,
         })
     }
@@ -437,13 +440,13 @@ impl IoReactor for EpollReactor {
                     source: e,
                 });
             }
-            let ready_fds: Vec<RawFd> = self.events[..n as usize]
-                .iter()
-                .map(|e| e.u64 as RawFd)
-                .collect();
-            for fd in ready_fds {
+            let mut ready_fds = std::mem::take(&mut self.ready_fds);
+            ready_fds.clear();
+            ready_fds.extend(self.events[..n as usize].iter().map(|e| e.u64 as RawFd));
+            for &fd in &ready_fds {
                 self.progress(fd, out);
             }
+            self.ready_fds = ready_fds;
             if out.len() > start || ms == 0 {
                 break;
             }

@@ -50,6 +50,8 @@ pub struct UringReactor {
     free: Vec<usize>,
     in_flight: usize,
     max_in_flight: usize,
+    /// Reused by `reap`: (user_data, result) of the entries taken off the completion queue.
+    cqes: Vec<(u64, i32)>,
 }
 
 impl std::fmt::Debug for UringReactor {
@@ -108,6 +110,7 @@ impl UringReactor {
             free: Vec::new(),
             in_flight: 0,
             max_in_flight: max_in_flight.min(config.max_in_flight()),
+            cqes: Vec::new(),
         })
     }
 
@@ -208,12 +211,10 @@ impl UringReactor {
     /// Moves completion-queue entries into `out`.
     fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
         let mut n = 0;
-        let cqes: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (ud, res) in cqes {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &cqes {
             if ud == CANCEL_USER_DATA {
                 continue;
             }
@@ -243,6 +244,7 @@ impl UringReactor {
             });
             n += 1;
         }
+        self.cqes = cqes;
         n
     }
 
