@@ -52,6 +52,8 @@ pub mod crash_point;
 pub mod engine;
 pub mod error;
 mod hash;
+pub mod io;
+pub mod net;
 pub mod operator;
 pub mod reactor;
 pub mod runtime;
