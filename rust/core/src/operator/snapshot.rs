@@ -80,39 +80,23 @@ pub fn encode_batches(
 /// The schema and batches of bytes made by [`encode_batches`]. `what` names the data in the
 /// error.
 ///
-/// Damaged bytes are an error, never a panic or a huge allocation: the stream is decoded from
-/// one buffer holding all of it, so a damaged length runs out of bytes instead of being
-/// allocated (as `StreamReader` would), and the few panics left in Arrow's decoding of
-/// malformed metadata are caught.
+/// Damaged bytes are an error, never a panic or a huge allocation: decoding is
+/// [`crate::net::ipc::decode_ipc`], which walks the stream's framing before Arrow sees it
+/// (so a damaged length runs out of bytes instead of being allocated), refuses
+/// body-compressed streams (this crate never writes one here, and a compressed buffer's
+/// declared size would be allocated before it is checked) and catches the few panics left in
+/// Arrow's decoding of malformed metadata.
 pub fn decode_batches(
     bytes: &[u8],
     what: &str,
 ) -> Result<(arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>)> {
-    use arrow_schema::ArrowError;
-    // What `StreamWriter::finish` ends every stream with.
-    const END: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
-    let read = std::panic::catch_unwind(|| {
-        if !bytes.ends_with(&END) {
-            return Err(ArrowError::IpcError("the stream is cut short".into()));
-        }
-        let mut buffer = arrow_buffer::Buffer::from(bytes);
-        let mut decoder = arrow_ipc::reader::StreamDecoder::new();
-        let mut batches = Vec::new();
-        while let Some(b) = decoder.decode(&mut buffer)? {
-            batches.push(b);
-        }
-        decoder.finish()?;
-        let schema = decoder
-            .schema()
-            .ok_or_else(|| ArrowError::IpcError("no schema".into()))?;
-        Ok((schema, batches))
-    });
-    match read {
-        Ok(r) => r.map_err(|e| Error::Snapshot(format!("the saved {what} is damaged: {e}"))),
-        Err(_) => Err(Error::Snapshot(format!(
-            "the saved {what} is damaged: unreadable Arrow data"
-        ))),
-    }
+    use crate::net::ipc::{decode_ipc, Compression, IpcLimits};
+    // Uncompressed, the decoded buffers are at most the bytes themselves.
+    let limits = IpcLimits {
+        max_decoded_bytes: bytes.len() as u64,
+    };
+    decode_ipc(bytes, Compression::None, &limits)
+        .map_err(|e| Error::Snapshot(format!("the saved {what} is damaged: {e}")))
 }
 
 /// Arrow data inside an operator's snapshot struct: the bytes of [`encode_batches`] and their
@@ -158,6 +142,36 @@ mod tests {
         a: Vec<i64>,
         b: Option<i64>,
         c: Vec<(i64, Vec<u32>)>,
+    }
+
+    #[test]
+    fn saved_batches_refuse_cut_and_compressed_streams() {
+        use std::sync::Arc;
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "x",
+            arrow_schema::DataType::Int64,
+            false,
+        )]));
+        let batch = arrow_array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow_array::Int64Array::from_iter_values(0..1000))],
+        )
+        .unwrap();
+        let bytes = encode_batches(&schema, std::slice::from_ref(&batch)).unwrap();
+        let (_, back) = decode_batches(&bytes, "test rows").unwrap();
+        assert_eq!(back, vec![batch.clone()]);
+        for cut in [1, 8, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                decode_batches(&bytes[..cut], "test rows").is_err(),
+                "cut at {cut}"
+            );
+        }
+        // A body-compressed stream is never written here: refused before Arrow allocates the
+        // sizes it declares.
+        let lz4 = crate::net::ipc::encode_ipc(&schema, &[batch], crate::net::ipc::Compression::Lz4)
+            .unwrap();
+        let err = decode_batches(&lz4, "test rows").unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
     }
 
     #[test]
