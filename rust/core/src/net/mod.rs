@@ -49,6 +49,7 @@ pub mod error;
 pub mod frame;
 pub mod ipc;
 pub mod message;
+pub mod server;
 
 pub use decoder::{DecoderConfig, Frame, FrameDecoder};
 pub use error::{ErrorCode, NetError};
