@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use laminar_core::engine::service::EngineService;
 use laminar_core::engine::{
     CreditConfig, DurabilityConfig, Engine, EngineConfig, Outbox, Overflow, Partitioning,
     QueryPlan, SourceConfig, TableDef,
 };
-use laminar_core::engine::service::EngineService;
 use laminar_core::net::server::{Server, ServerConfig, ServerHandle};
 use laminar_core::reactor::Budget;
 use laminar_core::sink::FileFormat;
@@ -661,9 +661,19 @@ impl PyEngine {
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| raise(py, "ServerError", format!("cannot resolve address {host}:{port}")))?;
+            .ok_or_else(|| {
+                raise(
+                    py,
+                    "ServerError",
+                    format!("cannot resolve address {host}:{port}"),
+                )
+            })?;
         if self.broken.load(Ordering::Acquire) {
-            return Err(raise(py, "EngineClosedError", "this engine hit an internal error earlier and can no longer be used".into()));
+            return Err(raise(
+                py,
+                "EngineClosedError",
+                "this engine hit an internal error earlier and can no longer be used".into(),
+            ));
         }
         let config = ServerConfig {
             addr,
