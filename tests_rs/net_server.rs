@@ -539,6 +539,23 @@ fn max_connections_and_handshake_timeout(backend: BackendChoice) {
     assert_eq!(c.error_code(), Some(ErrorCode::Overloaded));
     assert!(c.closed());
     assert!(h.metrics().read(Counter::ConnectionsRefused) >= 1);
+    // A flood of connections: every one is refused and closed; the served client is unaffected.
+    let flood: Vec<TcpStream> = (0..64)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(
+        wait_for(
+            h.metrics(),
+            Counter::ConnectionsRefused,
+            1 + flood.len() as u64
+        ) > flood.len() as u64
+    );
+    for s in flood {
+        let mut c = Client { s, seq: 0 };
+        c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(c.closed(), "a refused connection is closed");
+    }
+    assert!(a.ping_ok());
     drop(b);
     let t = Instant::now();
     while h.metrics().read(Counter::ConnectionsOpen) > 1 && t.elapsed() < Duration::from_secs(5) {

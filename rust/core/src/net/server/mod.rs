@@ -801,16 +801,15 @@ impl Loop {
                 } else {
                     ipc.as_ref().cloned().unwrap_or_default()
                 };
+                // The header and fixed fields go in `head`; the IPC bytes follow as their own
+                // buffer (no copy into the head).
                 let mut head = Vec::with_capacity(16 + query.len());
-                if (Message::Result { query, ipc: &[] })
+                let encoded = (Message::Result { query, ipc: &body })
                     .encode_head(*seq, Flags::NONE, &mut head)
-                    .is_err()
-                {
+                    .map(|tail| tail.len() == body.len());
+                if !matches!(encoded, Ok(true)) {
                     continue;
                 }
-                // The header's len must count the IPC bytes sent after the head.
-                let total = (head.len() - 8 + body.len()) as u32;
-                head[4..8].copy_from_slice(&total.to_le_bytes());
                 m.inc(Counter::FramesOut);
                 m.inc(Counter::ResultsSent);
                 m.add(Counter::ResultRowsSent, rows as u64);
