@@ -314,3 +314,19 @@ def test_backend_is_selectable_by_env(backend):
         pytest.skip("io_uring unavailable here")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == backend
+
+
+def test_subscribing_to_a_sink_fed_query_ends_with_an_error(tmp_path):
+    eng = lm.Engine()
+    s = eng.source("trades", time="ts", watermark=lm.bounded_delay("1h"))
+    s.select("id", "ts").sink(lm.files(str(tmp_path / "out")), name="to_files")
+    srv = eng.serve()
+    with lm.connect(srv.address) as c:
+        sub = c.subscribe("to_files", timeout=5)
+        with pytest.raises(RemoteError, match="sink") as e:
+            next(sub)
+        assert e.value.code_name == "Internal"
+        assert list(sub) == []  # the stream ended (FINAL)
+        assert c.ping() < 1.0
+    srv.close()
+    eng.close()

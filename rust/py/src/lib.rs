@@ -87,7 +87,7 @@ struct PyEngine {
     /// Shared with the wire-protocol server when the engine is served (`serve`).
     inner: Arc<Mutex<Engine>>,
     /// Set when a call panicked: every later call fails.
-    broken: AtomicBool,
+    broken: Arc<AtomicBool>,
 }
 
 impl PyEngine {
@@ -249,7 +249,7 @@ impl PyEngine {
             .map_err(|e: Error| to_pyerr(py, e))?;
         Ok(PyEngine {
             inner: Arc::new(Mutex::new(engine)),
-            broken: AtomicBool::new(false),
+            broken: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -689,7 +689,10 @@ impl PyEngine {
             poll_interval: Duration::from_millis(poll_interval_ms.max(1)),
             ..ServerConfig::default()
         };
-        let service = Arc::new(EngineService::new(self.inner.clone()));
+        let service = Arc::new(EngineService::with_broken_flag(
+            self.inner.clone(),
+            self.broken.clone(),
+        ));
         let handle = py
             .detach(move || Server::start(config, service))
             .map_err(|e| raise(py, "ServerError", e.to_string()))?;

@@ -11,6 +11,7 @@
 //! remotely, not both: rows taken by one reader are not seen by the other.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
@@ -25,12 +26,21 @@ use crate::net::ErrorCode;
 #[derive(Clone)]
 pub struct EngineService {
     engine: Arc<Mutex<Engine>>,
+    /// Set when an engine call panicked (here or by another user of the engine): every later
+    /// call fails instead of touching an engine whose state is not trustworthy.
+    broken: Arc<AtomicBool>,
 }
 
 impl EngineService {
     /// Serves this engine (shared with its other users through the mutex).
     pub fn new(engine: Arc<Mutex<Engine>>) -> Self {
-        EngineService { engine }
+        Self::with_broken_flag(engine, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Serves this engine, sharing the "broken by a panic" flag with its other users (the
+    /// Python bindings), so that a panic on either side stops both.
+    pub fn with_broken_flag(engine: Arc<Mutex<Engine>>, broken: Arc<AtomicBool>) -> Self {
+        EngineService { engine, broken }
     }
 
     fn with<T>(
@@ -38,18 +48,25 @@ impl EngineService {
         f: impl FnOnce(&mut Engine) -> crate::error::Result<T>,
         query: bool,
     ) -> Result<T, ServiceError> {
-        let mut guard = self.engine.lock().map_err(|_| {
+        let unusable = || {
             ServiceError::new(
                 ErrorCode::Internal,
                 "the engine hit an internal error earlier and can no longer be used",
             )
-        })?;
+        };
+        if self.broken.load(Ordering::Acquire) {
+            return Err(unusable());
+        }
+        let mut guard = self.engine.lock().map_err(|_| unusable())?;
         match catch_unwind(AssertUnwindSafe(|| f(&mut guard))) {
             Ok(r) => r.map_err(|e| map_error(e, query)),
-            Err(_) => Err(ServiceError::new(
-                ErrorCode::Internal,
-                "internal error in the engine (please report it)",
-            )),
+            Err(_) => {
+                self.broken.store(true, Ordering::Release);
+                Err(ServiceError::new(
+                    ErrorCode::Internal,
+                    "internal error in the engine (please report it); it can no longer be used",
+                ))
+            }
         }
     }
 }
@@ -63,7 +80,8 @@ fn map_error(e: Error, query: bool) -> ServiceError {
         | Error::ColumnNotFound { .. }
         | Error::ColumnType { .. }
         | Error::TimeColumn { .. } => ErrorCode::SchemaMismatch,
-        Error::InvalidPlan(_) if query => ErrorCode::UnknownQuery,
+        // The engine has no error variant of its own for an unknown query name.
+        Error::InvalidPlan(m) if query && m.starts_with("unknown query") => ErrorCode::UnknownQuery,
         Error::Backpressure(_) => ErrorCode::Overloaded,
         _ => ErrorCode::Internal,
     };

@@ -337,14 +337,7 @@ impl Conn {
     /// Queues `Error{code, message}` and, if fatal, `Close{code}` and starts closing.
     fn reject(&mut self, seq: u16, r: &Reject, m: &ServerMetrics, grace: Duration) {
         m.inc(r.counter);
-        let mut msg = r.message.as_str();
-        if msg.len() > super::message::MAX_ERROR_MESSAGE_LEN {
-            let mut end = super::message::MAX_ERROR_MESSAGE_LEN;
-            while !msg.is_char_boundary(end) {
-                end -= 1;
-            }
-            msg = &msg[..end];
-        }
+        let msg = truncate_message(&r.message);
         self.send_msg(
             &Message::Error {
                 code: r.code,
@@ -419,6 +412,8 @@ struct Loop {
     conns: HashMap<u64, Conn>,
     next_id: u64,
     accept_in_flight: bool,
+    /// No accept is issued before this (after a failed accept).
+    accept_after: Instant,
     pending: Vec<Submission>,
     done: Vec<Completion>,
     /// Some query is stalled by a slow subscriber: producers are not read.
@@ -460,6 +455,7 @@ impl Loop {
             conns: HashMap::new(),
             next_id: 0,
             accept_in_flight: false,
+            accept_after: Instant::now(),
             pending: Vec::new(),
             done: Vec::new(),
             stalled: false,
@@ -482,7 +478,7 @@ impl Loop {
                 if self.conns.is_empty() || Instant::now() >= deadline {
                     break;
                 }
-            } else if !self.accept_in_flight {
+            } else if !self.accept_in_flight && Instant::now() >= self.accept_after {
                 self.pending.push(Submission::new(
                     ACCEPT,
                     Op::Accept {
@@ -604,6 +600,9 @@ impl Loop {
                 // SAFETY: a successful Accept hands over a new descriptor nothing else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                 self.accepted(fd, stopping);
+            } else {
+                // EMFILE and the like: do not spin on a failing accept.
+                self.accept_after = Instant::now() + Duration::from_millis(50);
             }
             return;
         }
@@ -777,7 +776,27 @@ impl Loop {
             qs.stalled = false;
             let batches = match self.shared.service.poll(query) {
                 Ok(b) => b,
-                Err(_) => continue,
+                Err(e) => {
+                    // The query cannot be read (it failed, or it feeds a sink): every
+                    // subscription of it ends with a FINAL Error.
+                    m.inc(Counter::ServiceErrors);
+                    for (id, seq) in qs.subscribers.drain(..) {
+                        if let Some(conn) = self.conns.get_mut(&id) {
+                            conn.subs.remove(query.as_str());
+                            conn.send_msg(
+                                &Message::Error {
+                                    code: e.code,
+                                    message: truncate_message(&e.message),
+                                },
+                                seq,
+                                Flags::FINAL,
+                                &m,
+                            );
+                        }
+                    }
+                    dead_queries.push(query.clone());
+                    continue;
+                }
             };
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if rows == 0 {
@@ -1068,6 +1087,15 @@ fn on_unsubscribe(sh: &mut Shared, id: u64, conn: &mut Conn, f: Frame) -> Result
     });
     final_result(conn, query, seq, schema.as_ref(), &sh.metrics);
     Ok(())
+}
+
+/// `msg` cut (at a character boundary) to the longest error message the protocol allows.
+fn truncate_message(msg: &str) -> &str {
+    let mut end = msg.len().min(super::message::MAX_ERROR_MESSAGE_LEN);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    &msg[..end]
 }
 
 /// Best-effort immediate send on a non-blocking socket (refusals at accept).
