@@ -323,6 +323,34 @@ fn hostile_corpus(backend: BackendChoice) {
     .encode(1, Flags::EXPECTS_RESPONSE, &mut cut)
     .unwrap();
     hostile(backend, true, &cut, ErrorCode::BadArrow, Counter::BadArrow);
+    // Compressed Arrow whose codec the frame's flags do not announce.
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+    )
+    .unwrap();
+    let zstd = encode_ipc(&schema, &[batch], Compression::Zstd).unwrap();
+    let mut mismatch = Vec::new();
+    Message::Push {
+        producer_id: 1,
+        seq: 1,
+        source: "s",
+        ipc: &zstd,
+    }
+    .encode(
+        1,
+        Flags::EXPECTS_RESPONSE | Flags::COMPRESSED_LZ4,
+        &mut mismatch,
+    )
+    .unwrap();
+    hostile(
+        backend,
+        true,
+        &mismatch,
+        ErrorCode::BadArrow,
+        Counter::BadArrow,
+    );
     // Unauthenticated push (no Hello first).
     let mut good_push = Vec::new();
     Message::Push {
@@ -460,7 +488,35 @@ fn push_ack_dedup_and_subscribe(backend: BackendChoice) {
         }
     }
     assert_eq!(acks, [true, true, false, false, true]);
-    assert_eq!(*fake.pushed_rows.lock().unwrap(), 3000);
+    // A zstd-compressed push, announced by its flag, is applied.
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..500))],
+    )
+    .unwrap();
+    let zstd = encode_ipc(&schema, &[batch], Compression::Zstd).unwrap();
+    let mut buf = Vec::new();
+    Message::Push {
+        producer_id: 9,
+        seq: 1,
+        source: "s",
+        ipc: &zstd,
+    }
+    .encode(
+        77,
+        Flags::EXPECTS_RESPONSE | Flags::COMPRESSED_ZSTD,
+        &mut buf,
+    )
+    .unwrap();
+    p.send_raw(&buf);
+    let (hd, pl) = p.read().unwrap();
+    assert_eq!(hd.seq, 77);
+    assert!(matches!(
+        Message::decode(hd.opcode, &pl).unwrap(),
+        Message::Ack { applied: true, .. }
+    ));
+    assert_eq!(*fake.pushed_rows.lock().unwrap(), 3500);
     // Another producer with the same seq is independent.
     p.send(&Message::Push {
         producer_id: 8,
@@ -470,7 +526,7 @@ fn push_ack_dedup_and_subscribe(backend: BackendChoice) {
     });
     p.read().unwrap();
     let mut rows = 0;
-    while rows < 4000 {
+    while rows < 4500 {
         let (hd, pl) = sub.read().expect("results arrive");
         if let Ok(Message::Result { query: "q", ipc }) = Message::decode(hd.opcode, &pl) {
             assert_eq!(hd.seq, sseq);
@@ -478,7 +534,7 @@ fn push_ack_dedup_and_subscribe(backend: BackendChoice) {
             rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
         }
     }
-    assert_eq!(rows, 4000, "every row arrives once");
+    assert_eq!(rows, 4500, "every row arrives once");
     // Unsubscribe ends the stream with FINAL on the subscription's seq.
     sub.send(&Message::Unsubscribe { query: "q" });
     let (hd, _) = sub.read().unwrap();
