@@ -54,6 +54,9 @@ def _serve(args: argparse.Namespace) -> int:
     except LaminarError as e:
         print(f"laminar serve: {e}", file=sys.stderr)
         return 1
+    if args.token_file is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"laminar serve: warning: serving on {args.host} without a token: anyone who can reach "
+              "the port can push and subscribe (use --token-file)", file=sys.stderr)
     print(f"laminar: serving {args.pipeline} on {server.address} (io backend {server.backend}, "
           f"{'token required' if args.token_file else 'no token'}); Ctrl-C to stop", flush=True)
     server.serve_forever()
