@@ -330,3 +330,20 @@ def test_subscribing_to_a_sink_fed_query_ends_with_an_error(tmp_path):
         assert c.ping() < 1.0
     srv.close()
     eng.close()
+
+
+def test_client_reconnects_to_a_restarted_server():
+    eng = lm.Engine()
+    pipeline(eng)
+    srv = eng.serve()
+    port = srv.port
+    c = lm.connect(srv.address, timeout=10)
+    assert c.push("trades", data(0, 10)) is True
+    srv.close()
+    restarted = []
+    threading.Timer(0.3, lambda: restarted.append(eng.serve(port=port))).start()
+    assert c.push("trades", data(10, 10)) is True  # waits for the server to come back
+    assert c.reconnects >= 1
+    assert restarted and restarted[0].metrics()["rows_in"] == 10
+    c.close()
+    eng.close()
