@@ -5,7 +5,7 @@
 //! toward producers and subscribers, the producer dedup table and graceful shutdown. It never
 //! knows an engine: everything it needs from one goes through the [`Service`] trait, which the
 //! engine implements above this layer (`engine::service`). It must never block on a socket
-//! (every socket operation goes through the [`IoReactor`](crate::io::IoReactor)), never hold
+//! (every socket operation goes through the `IoReactor`), never hold
 //! unbounded output for a peer, and never panic on anything a peer sends.
 //!
 //! # Shape
