@@ -18,11 +18,13 @@ or, for finite data, ``lm.run(q, df)``.
 from . import errors
 from ._durations import Duration
 from ._laminar import __version__
+from .client import Client, Subscription, connect
 from .engine import Engine, LookupTable, Source, repair_state_dir
 from .errors import LaminarError
 from .expr import Expr, col, lit
 from .query import GroupedWindow, Query, QueryResult, Stream, WindowedStream
 from .run import run
+from .server import Server
 from .sink import SinkHandle, files
 from .specs import (
     Agg,
@@ -52,7 +54,7 @@ from .specs import (
 __all__ = [
     "__version__", "errors", "LaminarError", "Duration",
     "Engine", "Source", "LookupTable", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
-    "files", "SinkHandle", "repair_state_dir",
+    "files", "SinkHandle", "repair_state_dir", "connect", "Client", "Subscription", "Server",
     "Expr", "col", "lit",
     "Window", "tumbling", "sliding", "session", "Watermark", "bounded_delay", "ascending", "punctuated",
     "Agg", "count", "sum", "min", "max", "avg", "first", "last",

@@ -18,6 +18,9 @@ from .query import QueryResult, Stream
 from .sink import Callback, FileTarget, SinkHandle, check_target, deliver
 from .specs import Watermark, bounded_delay
 
+if False:  # typing only
+    from .server import Server  # noqa: F401
+
 __all__ = ["Engine", "Source", "LookupTable", "repair_state_dir"]
 
 
@@ -142,6 +145,7 @@ class Engine:
         self._names = itertools.count(1)
         self._table_names = itertools.count(1)
         self._closed = False
+        self._servers: list = []
 
     # --- sources ---------------------------------------------------------------------------
     def source(
@@ -333,10 +337,53 @@ class Engine:
         """Releases the engine. Results already collected stay readable."""
         if not self._closed:
             self._closed = True
+            for srv in self._servers:
+                srv.close()
             try:
                 self._native.close()
             finally:
                 self._deliver()
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0, *, token: Optional[str] = None,
+              token_file: Optional[Union[str, "os.PathLike[str]"]] = None, max_connections: int = 256,
+              max_payload: int = 16 * 1024 * 1024, max_batch_rows: Optional[int] = None,
+              max_frames_per_sec: Optional[int] = None, max_bytes_per_sec: Optional[int] = None,
+              max_output_bytes: int = 16 * 1024 * 1024, handshake_timeout: float = 10.0,
+              shutdown_grace: float = 2.0) -> "Server":
+        """Serves this engine to remote producers and consumers (:func:`laminar.connect`) over
+        the wire protocol (``docs/protocol.md``), on one native I/O thread, until the returned
+        :class:`~laminar.server.Server` is closed (or the engine is).
+
+        ``port=0`` picks a free port (see ``Server.address``). ``token`` / ``token_file``: the
+        token clients must present (without one, any client is accepted: serve on loopback or a
+        private network only). Limits: ``max_connections`` (more are refused),
+        ``max_payload`` (bytes per frame), ``max_batch_rows`` (rows per push),
+        ``max_frames_per_sec`` / ``max_bytes_per_sec`` (per connection), ``max_output_bytes``
+        (unsent output per connection before backpressure applies).
+
+        A query subscribed remotely is read by its subscribers: do not also poll it locally
+        (rows go to one reader or the other). The server dedups retried pushes per producer
+        in memory; the table does not survive a restart.
+        """
+        from .server import Server, read_token_file
+
+        self._check_open()
+        if token is not None and token_file is not None:
+            raise QueryError("give token or token_file, not both")
+        if token_file is not None:
+            token = read_token_file(token_file)
+        if token is not None and not token:
+            raise QueryError("token must not be empty (omit it to serve without a token)")
+        native = self._native.serve(
+            host=host, port=int(port), token=token, max_connections=int(max_connections),
+            max_payload=int(max_payload), max_batch_rows=max_batch_rows,
+            max_frames_per_sec=max_frames_per_sec, max_bytes_per_sec=max_bytes_per_sec,
+            max_output_bytes=int(max_output_bytes), handshake_timeout_ms=int(handshake_timeout * 1000),
+            shutdown_grace_ms=int(shutdown_grace * 1000),
+        )
+        srv = Server(native)
+        self._servers.append(srv)
+        return srv
 
     def _check_open(self) -> None:
         if self._closed:

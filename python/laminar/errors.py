@@ -25,6 +25,11 @@ __all__ = [
     "AggregateOverflowError",
     "DurabilityError",
     "SinkError",
+    "ServerError",
+    "RemoteError",
+    "AuthenticationError",
+    "RemoteTimeoutError",
+    "DisconnectedError",
 ]
 
 
@@ -107,3 +112,32 @@ class SinkError(LaminarError):
     publishes the results from the last checkpoint and the log. A callback that raises does
     not: its epoch is delivered again at the next call. The message says what to do.
     """
+
+
+class ServerError(LaminarError, OSError):
+    """The wire-protocol server could not start (address in use, no token file, ...)."""
+
+
+class RemoteError(LaminarError):
+    """A laminar server answered a request with an ``Error`` frame (``lm.connect``).
+
+    ``code`` is the protocol's numeric error code and ``code_name`` its name
+    (``docs/protocol.md``, section 8); the message is the server's.
+    """
+
+    def __init__(self, message: str, code: int = 15, code_name: str = "Internal") -> None:
+        super().__init__(message)
+        self.code = code
+        self.code_name = code_name
+
+
+class AuthenticationError(RemoteError, PermissionError):
+    """The server refused the connection's token (or the handshake)."""
+
+
+class RemoteTimeoutError(LaminarError, TimeoutError):
+    """The server did not answer within the client's ``timeout``."""
+
+
+class DisconnectedError(LaminarError, ConnectionError):
+    """The connection to the server was lost and could not be re-established."""

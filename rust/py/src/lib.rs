@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use laminar_core::engine::service::EngineService;
 use laminar_core::engine::{
     CreditConfig, DurabilityConfig, Engine, EngineConfig, Outbox, Overflow, Partitioning,
     QueryPlan, SourceConfig, TableDef,
 };
+use laminar_core::net::server::{Server, ServerConfig, ServerHandle};
 use laminar_core::reactor::Budget;
 use laminar_core::sink::FileFormat;
 use laminar_core::time::clock::SystemClock;
@@ -82,9 +84,10 @@ enum CallError {
 /// The engine, shared between Python threads.
 #[pyclass(name = "Engine", module = "laminar._laminar")]
 struct PyEngine {
-    inner: Mutex<Engine>,
+    /// Shared with the wire-protocol server when the engine is served (`serve`).
+    inner: Arc<Mutex<Engine>>,
     /// Set when a call panicked: every later call fails.
-    broken: AtomicBool,
+    broken: Arc<AtomicBool>,
 }
 
 impl PyEngine {
@@ -245,8 +248,8 @@ impl PyEngine {
             })
             .map_err(|e: Error| to_pyerr(py, e))?;
         Ok(PyEngine {
-            inner: Mutex::new(engine),
-            broken: AtomicBool::new(false),
+            inner: Arc::new(Mutex::new(engine)),
+            broken: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -631,6 +634,73 @@ impl PyEngine {
         Ok(out)
     }
 
+    /// Serves this engine over the wire protocol (`docs/protocol.md`) on one I/O thread.
+    /// Returns the running server; the engine stays usable from Python meanwhile (calls
+    /// share it through its mutex).
+    #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 0, token = None, max_connections = 256, max_payload = 16 * 1024 * 1024, max_batch_rows = None, max_frames_per_sec = None, max_bytes_per_sec = None, max_output_bytes = 16 * 1024 * 1024, handshake_timeout_ms = 10_000, shutdown_grace_ms = 2_000, poll_interval_ms = 2))]
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        token: Option<String>,
+        max_connections: usize,
+        max_payload: u32,
+        max_batch_rows: Option<usize>,
+        max_frames_per_sec: Option<u32>,
+        max_bytes_per_sec: Option<u64>,
+        max_output_bytes: usize,
+        handshake_timeout_ms: u64,
+        shutdown_grace_ms: u64,
+        poll_interval_ms: u64,
+    ) -> PyResult<PyServer> {
+        use std::net::ToSocketAddrs;
+        use std::time::Duration;
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                raise(
+                    py,
+                    "ServerError",
+                    format!("cannot resolve address {host}:{port}"),
+                )
+            })?;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(raise(
+                py,
+                "EngineClosedError",
+                "this engine hit an internal error earlier and can no longer be used".into(),
+            ));
+        }
+        let config = ServerConfig {
+            addr,
+            token: token.map(String::into_bytes),
+            max_connections,
+            max_payload,
+            max_batch_rows,
+            max_frames_per_sec,
+            max_bytes_per_sec,
+            max_output_bytes,
+            handshake_timeout: Duration::from_millis(handshake_timeout_ms),
+            shutdown_grace: Duration::from_millis(shutdown_grace_ms),
+            poll_interval: Duration::from_millis(poll_interval_ms.max(1)),
+            ..ServerConfig::default()
+        };
+        let service = Arc::new(EngineService::with_broken_flag(
+            self.inner.clone(),
+            self.broken.clone(),
+        ));
+        let handle = py
+            .detach(move || Server::start(config, service))
+            .map_err(|e| raise(py, "ServerError", e.to_string()))?;
+        Ok(PyServer {
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
     /// Makes a core sleep `ms` milliseconds (tests of backpressure only).
     fn _stall_core(&self, py: Python<'_>, core: usize, ms: u64) -> PyResult<()> {
         self.call(py, move |e| e.stall_core(core, ms))
@@ -680,10 +750,65 @@ fn repair_state_dir<'py>(
     Ok(d)
 }
 
+/// A running wire-protocol server (`Engine.serve`).
+#[pyclass(name = "Server", module = "laminar._laminar")]
+struct PyServer {
+    handle: Mutex<Option<ServerHandle>>,
+}
+
+#[pymethods]
+impl PyServer {
+    /// `"host:port"` the server listens on (`None` once closed).
+    #[getter]
+    fn address(&self) -> Option<String> {
+        let g = self.handle.lock().ok()?;
+        g.as_ref().map(|h| h.local_addr().to_string())
+    }
+
+    /// The I/O backend: `"uring"` or `"epoll"`.
+    #[getter]
+    fn backend(&self) -> Option<&'static str> {
+        let g = self.handle.lock().ok()?;
+        g.as_ref().map(|h| h.backend().name())
+    }
+
+    /// Whether the server is running.
+    #[getter]
+    fn running(&self) -> bool {
+        self.handle
+            .lock()
+            .ok()
+            .is_some_and(|g| g.as_ref().is_some_and(|h| h.is_running()))
+    }
+
+    /// The server's counters.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if let Ok(g) = self.handle.lock() {
+            if let Some(h) = g.as_ref() {
+                for (k, v) in h.metrics().snapshot() {
+                    d.set_item(k, v)?;
+                }
+                d.set_item("backend", h.backend().name())?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Graceful shutdown: stop accepting, send Close to every client, flush, join. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let taken = self.handle.lock().ok().and_then(|mut g| g.take());
+        if let Some(mut h) = taken {
+            py.detach(move || h.shutdown());
+        }
+    }
+}
+
 /// Native part of laminar.
 #[pymodule]
 fn _laminar(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyServer>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(repair_state_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

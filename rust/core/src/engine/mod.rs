@@ -20,6 +20,7 @@ mod durable;
 mod partition;
 mod plan;
 mod recovery;
+pub mod service;
 mod sinks;
 mod source;
 

@@ -3,8 +3,10 @@
 //! This module owns the bytes on the wire and nothing else: the 8-byte frame header
 //! ([`frame`]), the typed payload of every opcode ([`message`]), the incremental decoder that
 //! turns a TCP byte stream into frames ([`decoder`]), and the Arrow IPC payloads of data
-//! frames ([`ipc`]). It never opens a socket, never knows an engine, a source or a query: the
-//! server and the client (later) sit above it and give meaning to names and sequence numbers.
+//! frames ([`ipc`]). Those codec modules never open a socket. [`server`] is the wire-protocol
+//! server built on them and on the I/O reactor (`crate::io`); it never knows an engine either:
+//! it serves a [`server::Service`], which the engine implements above this layer
+//! (`engine::service`). The client is pure Python (`python/laminar/client.py`).
 //! The normative description is `docs/protocol.md`; this code follows it.
 //!
 //! ```text
@@ -49,6 +51,7 @@ pub mod error;
 pub mod frame;
 pub mod ipc;
 pub mod message;
+pub mod server;
 
 pub use decoder::{DecoderConfig, Frame, FrameDecoder};
 pub use error::{ErrorCode, NetError};
