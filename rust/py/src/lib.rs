@@ -323,7 +323,17 @@ impl PyEngine {
             // An empty table still tells the source its schema.
             batches.push(RecordBatch::new_empty(schema));
         }
-        self.call(py, move |e| e.push_seq(&source, &batches, seq))
+        // The engine is locked only to apply and log the push; the wait for its sync happens
+        // outside, so pushes from other threads join the same group commit.
+        let (applied, pending) =
+            self.call(py, move |e| e.push_seq_deferred(&source, &batches, seq))?;
+        if let Some(p) = pending {
+            let waited = py.detach(|| p.wait());
+            if waited.is_err() {
+                self.call(py, move |e| e.finish_commit(waited))?;
+            }
+        }
+        Ok(applied)
     }
 
     /// Writes the results of `query` as `format` ("parquet", "jsonl", "arrow") files into

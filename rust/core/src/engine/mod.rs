@@ -257,6 +257,20 @@ impl TableMirror {
     }
 }
 
+/// A push's log record not yet known to be durable (see [`Engine::push_seq_deferred`]).
+pub struct PendingCommit {
+    handle: crate::wal::CommitHandle,
+    lsn: crate::wal::Lsn,
+}
+
+impl PendingCommit {
+    /// Blocks until the push's record is durable (group commit: pushes waiting at once share
+    /// one sync).
+    pub fn wait(&self) -> Result<()> {
+        Ok(self.handle.commit(self.lsn)?)
+    }
+}
+
 /// Changes kept per table before the log is folded into one replacement.
 const TABLE_LOG_LIMIT: usize = 64;
 
@@ -763,12 +777,38 @@ impl Engine {
         batches: &[RecordBatch],
         seq: Option<u64>,
     ) -> Result<bool> {
+        let (applied, pending) = self.push_seq_deferred(source, batches, seq)?;
+        if let Some(p) = pending {
+            let waited = p.wait();
+            self.finish_commit(waited)?;
+        }
+        Ok(applied)
+    }
+
+    /// [`push_seq`](Self::push_seq) without waiting for its log record: the push is applied
+    /// and logged, and the returned [`PendingCommit`] (with a state directory) waits until the
+    /// record is durable. Wait for it *without* holding whatever guards the engine, then
+    /// pass the result to [`finish_commit`](Self::finish_commit): meanwhile other threads'
+    /// pushes are logged too and share the same sync (group commit across producers). The
+    /// push counts as acknowledged only once the wait succeeded.
+    pub fn push_seq_deferred(
+        &mut self,
+        source: &str,
+        batches: &[RecordBatch],
+        seq: Option<u64>,
+    ) -> Result<(bool, Option<PendingCommit>)> {
         self.check_open()?;
         self.seal()?;
         let sid = self.source_id(source)?;
         if let (Some(s), Some(last)) = (seq, self.sources[sid as usize].last_seq) {
             if s <= last {
-                return Ok(false);
+                // Applied before; maybe by a push still waiting for its sync on another
+                // thread: the retry is acknowledged only once everything logged is durable.
+                let pending = self.durable.as_ref().map(|d| PendingCommit {
+                    handle: d.wal.commit_handle(),
+                    lsn: d.wal.last_lsn(),
+                });
+                return Ok((false, pending));
             }
         }
         if self.sources[sid as usize].ended {
@@ -777,7 +817,7 @@ impl Engine {
             )));
         }
         let Some(first) = batches.first() else {
-            return Ok(true);
+            return Ok((true, None));
         };
         // Every batch is validated against the source's schema (or, on the first push, the
         // schema the first batch would fix) before anything is applied.
@@ -792,8 +832,26 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let lsn = self.begin_input(|now| LogRecord::push(source, seq, now, batches))?;
         let applied = self.apply_push(sid, bound, fresh, prepared, seq);
-        self.end_input(lsn, true, applied)?;
-        Ok(true)
+        self.end_input(lsn, false, applied)?;
+        let pending = match (lsn, &self.durable) {
+            (Some(lsn), Some(d)) => Some(PendingCommit {
+                handle: d.wal.commit_handle(),
+                lsn,
+            }),
+            _ => None,
+        };
+        Ok((true, pending))
+    }
+
+    /// Ends a push made with [`push_seq_deferred`](Self::push_seq_deferred) once its
+    /// [`PendingCommit::wait`] returned `waited`: a failed wait stops the engine (the push
+    /// was applied but is not durable, so nothing more may be acknowledged).
+    pub fn finish_commit(&mut self, waited: Result<()>) -> Result<()> {
+        match waited {
+            Ok(()) => Ok(()),
+            Err(e) if self.failure.is_some() => Err(e),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Applies a validated push (the part of [`push_seq`](Self::push_seq) a replay repeats).

@@ -25,6 +25,21 @@ use super::segment::{self, SegmentInfo};
 use super::writer::{self, lock, Active, Place, Settings, Shared, State, MAX_SPARES};
 use super::Lsn;
 
+/// Waits for LSNs of a [`Wal`] to become durable: [`Wal::commit`] without the `Wal` (see
+/// [`Wal::commit_handle`]). Waiting on a closed log returns at once for what it made
+/// durable, and the log's failure for what it did not.
+#[derive(Clone)]
+pub struct CommitHandle {
+    shared: Arc<Shared>,
+}
+
+impl CommitHandle {
+    /// [`Wal::commit`]: blocks until every record up to `lsn` is durable.
+    pub fn commit(&self, lsn: Lsn) -> Result<(), WalError> {
+        self.shared.commit(lsn)
+    }
+}
+
 /// A write-ahead log: records appended from any number of threads, made durable in groups by
 /// one writer thread. `Send + Sync`; share it behind an `Arc`. See the [module docs](super).
 #[derive(Debug)]
@@ -191,6 +206,15 @@ impl Wal {
     /// [`WalError::UnknownLsn`] for an LSN never appended.
     pub fn commit(&self, lsn: Lsn) -> Result<(), WalError> {
         self.shared.commit(lsn)
+    }
+
+    /// A handle that waits for LSNs to become durable without borrowing the log, so that a
+    /// caller can wait outside the lock that guards its appends and let other appenders'
+    /// records join the same sync (group commit across threads).
+    pub fn commit_handle(&self) -> CommitHandle {
+        CommitHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// [`append`](Self::append) then [`commit`](Self::commit).

@@ -99,7 +99,7 @@ mod writer;
 
 pub use config::{RecoveryMode, WalConfig};
 pub use error::{Damage, WalError};
-pub use log::Wal;
+pub use log::{CommitHandle, Wal};
 pub use metrics::WalMetrics;
 pub use reader::WalReader;
 pub use recovery::{repair, repair_with, RecoveryReport, Truncation};
