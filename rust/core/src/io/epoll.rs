@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::{
-    chain_len, check_batch, Backend, Completion, IoError, IoReactor, Op, ReactorConfig, Submission,
+    admit, check_batch, Backend, Completion, IoError, IoReactor, Op, ReactorConfig, Submission,
     Token,
 };
 
@@ -345,19 +345,7 @@ impl IoReactor for EpollReactor {
 
     fn submit(&mut self, batch: &mut Vec<Submission>) -> Result<(), IoError> {
         check_batch(batch)?;
-        let mut taken = 0;
-        let mut result = Ok(());
-        while taken < batch.len() {
-            let chain = chain_len(&batch[taken..]);
-            if self.in_flight + chain > self.max_in_flight {
-                result = Err(IoError::Full {
-                    in_flight: self.in_flight,
-                });
-                break;
-            }
-            self.in_flight += chain;
-            taken += chain;
-        }
+        let (taken, result) = admit(batch, &mut self.in_flight, self.max_in_flight);
         let mut accepted = batch.drain(..taken).peekable();
         while let Some(s) = accepted.next() {
             match s.op {

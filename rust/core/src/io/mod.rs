@@ -393,6 +393,30 @@ fn chain_len(batch: &[Submission]) -> usize {
     batch.iter().take_while(|s| s.link_next).count() + 1
 }
 
+/// How many submissions at the front of `batch` fit under `max_in_flight` (whole linked
+/// chains only), counted into `in_flight`; `Full` when some did not fit.
+fn admit(
+    batch: &[Submission],
+    in_flight: &mut usize,
+    max_in_flight: usize,
+) -> (usize, Result<(), IoError>) {
+    let mut taken = 0;
+    while taken < batch.len() {
+        let chain = chain_len(&batch[taken..]);
+        if *in_flight + chain > max_in_flight {
+            return (
+                taken,
+                Err(IoError::Full {
+                    in_flight: *in_flight,
+                }),
+            );
+        }
+        *in_flight += chain;
+        taken += chain;
+    }
+    (taken, Ok(()))
+}
+
 /// Opens a reactor as `config` and `LAMINAR_IO` ask: see the module documentation. With
 /// `Auto`, an io_uring that cannot be set up becomes an epoll reactor whose
 /// [`IoReactor::fallback_reason`] says why.

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::{
-    chain_len, check_batch, errno_result, Backend, Completion, IoError, IoReactor, Op, OpKind,
-    ReactorConfig, Submission, Token, DROP_DRAIN_TIMEOUT,
+    admit, chain_len, check_batch, errno_result, Backend, Completion, IoError, IoReactor, Op,
+    OpKind, ReactorConfig, Submission, Token, DROP_DRAIN_TIMEOUT,
 };
 
 /// The `user_data` of cancel requests, whose completions are ignored.
@@ -298,19 +298,7 @@ impl IoReactor for UringReactor {
             }
             at += chain;
         }
-        let mut taken = 0;
-        let mut result = Ok(());
-        while taken < batch.len() {
-            let chain = chain_len(&batch[taken..]);
-            if self.in_flight + chain > self.max_in_flight {
-                result = Err(IoError::Full {
-                    in_flight: self.in_flight,
-                });
-                break;
-            }
-            self.in_flight += chain;
-            taken += chain;
-        }
+        let (taken, result) = admit(batch, &mut self.in_flight, self.max_in_flight);
         let accepted: Vec<Submission> = batch.drain(..taken).collect();
         let mut entries = Vec::with_capacity(sq_capacity.min(accepted.len()));
         let mut iter = accepted.into_iter().peekable();
