@@ -774,11 +774,25 @@ impl Loop {
                 continue;
             }
             qs.stalled = false;
-            let batches = match self.shared.service.poll(query) {
-                Ok(b) => b,
+            let limit = (self.shared.config.max_payload as usize)
+                .saturating_sub(RESULT_HEAD_ROOM + query.len());
+            let polled = self.shared.service.poll(query).and_then(|batches| {
+                // Rows go out as Result frames that each fit the frame limit; rows that can
+                // never fit end the subscription loudly rather than vanish.
+                let mut chunks = Vec::new();
+                if let Some(schema) = batches.first().map(|b| b.schema()) {
+                    if qs.schema.is_none() {
+                        qs.schema = Some(schema.clone());
+                    }
+                    encode_results(&schema, &batches, limit, &mut chunks)?;
+                }
+                Ok(chunks)
+            });
+            let chunks = match polled {
+                Ok(c) => c,
                 Err(e) => {
-                    // The query cannot be read (it failed, or it feeds a sink): every
-                    // subscription of it ends with a FINAL Error.
+                    // The query cannot be read (it failed, it feeds a sink, or a row exceeds
+                    // the frame limit): every subscription of it ends with a FINAL Error.
                     m.inc(Counter::ServiceErrors);
                     for (id, seq) in qs.subscribers.drain(..) {
                         if let Some(conn) = self.conns.get_mut(&id) {
@@ -798,42 +812,35 @@ impl Loop {
                     continue;
                 }
             };
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            if rows == 0 {
-                continue;
-            }
-            let schema = batches[0].schema();
-            if qs.schema.is_none() {
-                qs.schema = Some(schema.clone());
-            }
-            let Ok(ipc) = encode_ipc(&schema, &batches, Compression::None) else {
-                continue;
-            };
             let n = qs.subscribers.len();
-            let mut ipc = Some(ipc);
-            for (i, (id, seq)) in qs.subscribers.iter().enumerate() {
-                let Some(conn) = self.conns.get_mut(id) else {
-                    continue;
-                };
-                let body = if i + 1 == n {
-                    ipc.take().unwrap_or_default()
-                } else {
-                    ipc.as_ref().cloned().unwrap_or_default()
-                };
-                // The header and fixed fields go in `head`; the IPC bytes follow as their own
-                // buffer (no copy into the head).
-                let mut head = Vec::with_capacity(16 + query.len());
-                let encoded = (Message::Result { query, ipc: &body })
-                    .encode_head(*seq, Flags::NONE, &mut head)
-                    .map(|tail| tail.len() == body.len());
-                if !matches!(encoded, Ok(true)) {
-                    continue;
+            for (ipc, rows) in chunks {
+                let mut ipc = Some(ipc);
+                for (i, (id, seq)) in qs.subscribers.iter().enumerate() {
+                    let Some(conn) = self.conns.get_mut(id) else {
+                        continue;
+                    };
+                    let body = if i + 1 == n {
+                        ipc.take().unwrap_or_default()
+                    } else {
+                        ipc.as_ref().cloned().unwrap_or_default()
+                    };
+                    // The header and fixed fields go in `head`; the IPC bytes follow as their
+                    // own buffer (no copy into the head).
+                    let mut head = Vec::with_capacity(16 + query.len());
+                    let encoded = (Message::Result { query, ipc: &body })
+                        .encode_head(*seq, Flags::NONE, &mut head)
+                        .map(|tail| tail.len() == body.len());
+                    if !matches!(encoded, Ok(true)) {
+                        // Cannot happen for a chunk under the limit; counted if it does.
+                        m.inc(Counter::ServiceErrors);
+                        continue;
+                    }
+                    m.inc(Counter::FramesOut);
+                    m.inc(Counter::ResultsSent);
+                    m.add(Counter::ResultRowsSent, rows as u64);
+                    conn.push_out(head, &m);
+                    conn.push_out(body, &m);
                 }
-                m.inc(Counter::FramesOut);
-                m.inc(Counter::ResultsSent);
-                m.add(Counter::ResultRowsSent, rows as u64);
-                conn.push_out(head, &m);
-                conn.push_out(body, &m);
             }
         }
         for q in dead_queries {
@@ -1090,6 +1097,56 @@ fn on_unsubscribe(sh: &mut Shared, id: u64, conn: &mut Conn, f: Frame) -> Result
 }
 
 /// `msg` cut (at a character boundary) to the longest error message the protocol allows.
+/// Room for a Result frame's fixed fields besides the query name and the IPC bytes.
+const RESULT_HEAD_ROOM: usize = 64;
+
+/// Appends the rows of `batches` to `out` as Arrow IPC streams (with their row counts) of at
+/// most `limit` bytes each: a run of batches that does not fit is halved (by batches, then by
+/// rows) until it does. A single row larger than `limit` is an error.
+fn encode_results(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    limit: usize,
+    out: &mut Vec<(Vec<u8>, usize)>,
+) -> Result<(), ServiceError> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
+        return Ok(());
+    }
+    let ipc = encode_ipc(schema, batches, Compression::None).map_err(|e| ServiceError {
+        code: ErrorCode::Internal,
+        message: format!("cannot encode results: {e}"),
+    })?;
+    if ipc.len() <= limit {
+        out.push((ipc, rows));
+        return Ok(());
+    }
+    match batches {
+        [one] if one.num_rows() <= 1 => Err(ServiceError {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "a result row takes {} bytes, more than the frame limit of {limit}",
+                ipc.len()
+            ),
+        }),
+        [one] => {
+            let half = one.num_rows() / 2;
+            encode_results(schema, &[one.slice(0, half)], limit, out)?;
+            encode_results(
+                schema,
+                &[one.slice(half, one.num_rows() - half)],
+                limit,
+                out,
+            )
+        }
+        many => {
+            let (a, b) = many.split_at(many.len() / 2);
+            encode_results(schema, a, limit, out)?;
+            encode_results(schema, b, limit, out)
+        }
+    }
+}
+
 fn truncate_message(msg: &str) -> &str {
     let mut end = msg.len().min(super::message::MAX_ERROR_MESSAGE_LEN);
     while !msg.is_char_boundary(end) {
@@ -1148,5 +1205,68 @@ impl IoReactor for NoReactor {
     }
     fn in_flight(&self) -> usize {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn batch(from: i64, rows: usize, text: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(from..from + rows as i64)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|_| "x".repeat(text)),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn results_are_split_to_fit_the_frame_limit_and_none_is_lost() {
+        let batches = vec![
+            batch(0, 1000, 40),
+            batch(1000, 3, 40),
+            batch(1003, 2000, 40),
+        ];
+        let schema = batches[0].schema();
+        let limit = 20_000;
+        let mut chunks = Vec::new();
+        encode_results(&schema, &batches, limit, &mut chunks).unwrap();
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        let mut ids = Vec::new();
+        for (ipc, rows) in &chunks {
+            assert!(ipc.len() <= limit, "chunk of {} bytes", ipc.len());
+            let (_, got) =
+                crate::net::ipc::decode_ipc(ipc, Compression::None, &IpcLimits::default()).unwrap();
+            assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), *rows);
+            for b in got {
+                let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                ids.extend(col.values().iter().copied());
+            }
+        }
+        assert_eq!(
+            ids,
+            (0..3003).collect::<Vec<i64>>(),
+            "every row once, in order"
+        );
+    }
+
+    #[test]
+    fn a_row_larger_than_the_limit_is_an_error_not_a_silent_drop() {
+        let b = batch(0, 1, 50_000);
+        let mut chunks = Vec::new();
+        let err = encode_results(&b.schema(), &[b], 20_000, &mut chunks).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert!(chunks.is_empty());
     }
 }
