@@ -33,7 +33,7 @@ use arrow_schema::SchemaRef;
 use crate::checkpoint::lock::StateDirLock;
 use crate::checkpoint::store::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::operator::snapshot::{decode, decode_batches, encode, encode_batches};
+use crate::operator::snapshot::{decode, decode_batches, encode, encode_aligned, encode_batches};
 use crate::time::watermark::GeneratorState;
 use crate::time::Timestamp;
 use crate::wal::{Lsn, RecoveryMode, Truncation, Wal, WalConfig};
@@ -327,7 +327,7 @@ impl Durable {
 
     /// Appends `record`; returns its LSN (not yet durable).
     pub fn log(&mut self, record: &LogRecord) -> Result<Lsn> {
-        let bytes = encode(record)?;
+        let bytes = encode_aligned(record)?;
         let lsn = self.wal.append(&bytes)?;
         self.metrics.records += 1;
         Ok(lsn)

@@ -28,8 +28,22 @@ where
         >,
     >,
 {
+    encode_aligned(value).map(|v| v.into_vec())
+}
+
+/// [`encode`] into rkyv's aligned buffer, for a caller that only reads the bytes (it saves
+/// the copy `into_vec` makes: a whole logged push, per push).
+pub fn encode_aligned<T>(value: &T) -> Result<AlignedVec>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
     rkyv::to_bytes::<rancor::Error>(value)
-        .map(|v| v.into_vec())
         .map_err(|e| Error::Snapshot(format!("could not encode operator state: {e}")))
 }
 
