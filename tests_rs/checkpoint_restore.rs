@@ -11,15 +11,11 @@ mod restore;
 
 use laminar_core::reactor::Budget;
 use proptest::prelude::*;
-use restore::{check_restore, row_batches, rows_messages, rows_schema, run, Setup, ALL_AGGS};
+use restore::{check_restore, row_batches, rows_messages, run, window_setup, Setup};
 
+/// A window aggregation dropping late rows (see `window_setup`).
 fn plan(window: &str, keys: &str, emit: &str, lateness: i64) -> Setup {
-    let json = format!(
-        r#"{{"inputs": ["src0"], "ops": [{{"op": "window_aggregate", "window": {window},
-            "keys": {keys}, "allowed_lateness_ms": {lateness}, "emit": {emit},
-            "aggs": {ALL_AGGS}}}]}}"#
-    );
-    Setup::new(&json, vec![rows_schema()], Vec::new())
+    window_setup(window, keys, emit, lateness, "drop")
 }
 
 proptest! {

@@ -21,7 +21,7 @@ use laminar_core::operator::snapshot::{decode, encode};
 use laminar_core::reactor::{Budget, CoreMessage, Reactor};
 use proptest::prelude::*;
 use restore::{
-    check_restore, int_col, row_batches, rows_messages, rows_schema, run, Setup, ALL_AGGS,
+    check_restore, int_col, row_batches, rows_messages, rows_schema, run, window_setup, Setup,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -100,13 +100,8 @@ fn check_damage(setup: &Setup, msgs: &[CoreMessage], cut: usize, node: usize, fo
 // Session windows
 
 fn session_setup(gap: i64, keys: &str, emit: &str, lateness: i64, late: &str) -> Setup {
-    let json = format!(
-        r#"{{"inputs": ["src0"], "ops": [{{"op": "window_aggregate",
-            "window": {{"kind": "session", "gap_ms": {gap}}},
-            "keys": {keys}, "allowed_lateness_ms": {lateness}, "late": "{late}", "emit": {emit},
-            "aggs": {ALL_AGGS}}}]}}"#
-    );
-    Setup::new(&json, vec![rows_schema()], Vec::new())
+    let window = format!(r#"{{"kind": "session", "gap_ms": {gap}}}"#);
+    window_setup(&window, keys, emit, lateness, late)
 }
 
 proptest! {
@@ -157,16 +152,6 @@ fn session_damaged_or_foreign_state_is_an_error() {
 // ---------------------------------------------------------------------------------------------
 // Lookup joins
 
-fn lookup_stream_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Int64, false),
-        Field::new("k", DataType::Int64, true),
-        Field::new("s", DataType::Utf8, false),
-        Field::new("v", DataType::Float64, true),
-        Field::new(TIME_COLUMN, DataType::Int64, false),
-    ]))
-}
-
 fn lookup_table_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, true),
@@ -187,7 +172,7 @@ fn lookup_setup(on: &str, how: &str, ttl: Option<i64>) -> Setup {
         on: vec![on.into()],
         ttl_ms: ttl,
     };
-    Setup::new(&json, vec![lookup_stream_schema()], vec![table])
+    Setup::new(&json, vec![rows_schema()], vec![table])
 }
 
 /// One step of a lookup script.
@@ -237,7 +222,7 @@ fn lookup_messages(events: &[(LookupEvent, i64)]) -> Vec<CoreMessage> {
             LookupEvent::Stream(rows) => {
                 let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
                 let batch = RecordBatch::try_new(
-                    lookup_stream_schema(),
+                    rows_schema(),
                     vec![
                         Arc::new(Int64Array::from(ts.clone())),
                         int_col(rows.iter().map(|r| (r.1 != 5).then_some(r.1)).collect()),

@@ -129,6 +129,17 @@ pub fn check_restore(
     Ok(())
 }
 
+/// A one-step window aggregation over `rows_schema()` computing [`ALL_AGGS`]; `window` is the
+/// window's JSON, `keys` a JSON list, `late` the late policy ("drop" or "side_output").
+pub fn window_setup(window: &str, keys: &str, emit: &str, lateness: i64, late: &str) -> Setup {
+    let json = format!(
+        r#"{{"inputs": ["src0"], "ops": [{{"op": "window_aggregate", "window": {window},
+            "keys": {keys}, "allowed_lateness_ms": {lateness}, "late": "{late}", "emit": {emit},
+            "aggs": {ALL_AGGS}}}]}}"#
+    );
+    Setup::new(&json, vec![rows_schema()], Vec::new())
+}
+
 /// `ts`, a nullable integer key `k`, a string key `s`, a nullable float `v`, the hidden time.
 pub fn rows_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
