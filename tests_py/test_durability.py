@@ -44,6 +44,16 @@ def uninterrupted(n: int, cores: int = 1) -> dict[str, pa.Table]:
     return res
 
 
+def finish_and_compare(eng, src, out, start: int, n: int, want: dict) -> None:
+    """Pushes batches ``start..n`` with their seq, flushes, checks that the one-day window
+    holds exactly the uninterrupted run's rows, and closes."""
+    for k in range(start, n):
+        src.push(batch(k), seq=k)
+    eng.flush()
+    assert sorted_rows(out["all"].poll()) == sorted_rows(want["all"])
+    eng.close()
+
+
 def test_restart_after_close_resumes_where_it_stopped(tmp_path):
     n = 12
     want = uninterrupted(n)
@@ -97,11 +107,7 @@ def test_recovery_from_checkpoint_plus_log_equals_uninterrupted(tmp_path, cores)
     eng, src, out = pipeline(str(tmp_path), cores, checkpoint_every=None)
     r = eng.recover()
     assert r["checkpoint"] == cp and r["replayed_records"] == 3, r
-    for k in range(7, n):
-        src.push(batch(k), seq=k)
-    eng.flush()
-    assert sorted_rows(out["all"].poll()) == sorted_rows(want["all"])
-    eng.close()
+    finish_and_compare(eng, src, out, 7, n, want)
 
 
 def test_whole_log_replay_without_checkpoint(tmp_path):
@@ -115,11 +121,7 @@ def test_whole_log_replay_without_checkpoint(tmp_path):
     r = eng.recover()
     assert r["checkpoint"] is None and r["replayed_records"] == 4, r
     assert src.position()["rows"] == 4 * 2_000
-    for k in range(4, n):
-        src.push(batch(k), seq=k)
-    eng.flush()
-    assert sorted_rows(out["all"].poll()) == sorted_rows(want["all"])
-    eng.close()
+    finish_and_compare(eng, src, out, 4, n, want)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
@@ -403,11 +405,7 @@ def test_repair_falls_back_from_a_damaged_or_missing_checkpoint(tmp_path, damage
     rec = eng.recover()
     assert rec["checkpoint"] == first and rec["replayed_records"] == 2, rec
     assert src.position()["last_seq"] == 2
-    for k in range(3, n):
-        src.push(batch(k), seq=k)
-    eng.flush()
-    assert sorted_rows(out["all"].poll()) == sorted_rows(want["all"])
-    eng.close()
+    finish_and_compare(eng, src, out, 3, n, want)
 
 
 def test_recovery_modes_and_the_log_repair(tmp_path):

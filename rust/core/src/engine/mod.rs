@@ -297,7 +297,7 @@ pub struct Engine {
     op_now: Option<Timestamp>,
     /// Where query results go besides `take_output`: exactly-once sinks.
     sinks: Sinks,
-    /// Why the engine stopped, after an error it cannot continue from (see `fail`).
+    /// What every call says after an error the engine cannot continue from (see `fail`).
     failure: Option<String>,
 }
 
@@ -369,15 +369,8 @@ impl Engine {
     }
 
     fn check_open(&self) -> Result<()> {
-        if let Some(reason) = &self.failure {
-            let hint = if self.sinks.is_durable() {
-                " on the same state_dir: it recovers every acknowledged input"
-            } else {
-                ""
-            };
-            return Err(Error::Closed(format!(
-                "the engine stopped after an error ({reason}); create a new Engine{hint}"
-            )));
+        if let Some(why) = &self.failure {
+            return Err(Error::Closed(why.clone()));
         }
         if self.closed {
             return Err(Error::Closed(
@@ -393,7 +386,14 @@ impl Engine {
     /// every later call says why, and `e` is returned.
     pub(super) fn fail(&mut self, e: Error) -> Error {
         if self.failure.is_none() {
-            self.failure = Some(e.to_string());
+            let hint = if self.durable.is_some() {
+                " on the same state_dir: it recovers every acknowledged input"
+            } else {
+                ""
+            };
+            self.failure = Some(format!(
+                "the engine stopped after an error ({e}); create a new Engine{hint}"
+            ));
         }
         self.sinks.stop();
         let _ = self.close();

@@ -78,10 +78,6 @@ impl Sinks {
         self.durable = true;
     }
 
-    pub fn is_durable(&self) -> bool {
-        self.durable
-    }
-
     /// Nothing more is written or published (the engine failed).
     pub fn stop(&mut self) {
         self.failed = true;

@@ -17,32 +17,26 @@ use rkyv::util::AlignedVec;
 
 use crate::error::{Error, Result};
 
+/// The serializer [`encode`] archives with: rkyv's high-level one, into an [`AlignedVec`].
+type Serializer<'a> = rkyv::api::high::HighSerializer<
+    AlignedVec,
+    rkyv::ser::allocator::ArenaHandle<'a>,
+    rancor::Error,
+>;
+
+/// A type [`encode`] can archive (every snapshot struct deriving `rkyv::Serialize`).
+pub trait Archivable: for<'a> rkyv::Serialize<Serializer<'a>> {}
+
+impl<T: for<'a> rkyv::Serialize<Serializer<'a>>> Archivable for T {}
+
 /// Archives `value` (a snapshot struct) into bytes.
-pub fn encode<T>(value: &T) -> Result<Vec<u8>>
-where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
-{
+pub fn encode<T: Archivable>(value: &T) -> Result<Vec<u8>> {
     encode_aligned(value).map(|v| v.into_vec())
 }
 
 /// [`encode`] into rkyv's aligned buffer, for a caller that only reads the bytes (it saves
 /// the copy `into_vec` makes: a whole logged push, per push).
-pub fn encode_aligned<T>(value: &T) -> Result<AlignedVec>
-where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
-{
+pub fn encode_aligned<T: Archivable>(value: &T) -> Result<AlignedVec> {
     rkyv::to_bytes::<rancor::Error>(value)
         .map_err(|e| Error::Snapshot(format!("could not encode operator state: {e}")))
 }

@@ -19,8 +19,13 @@ use super::{FileFormat, FileSink, Sink, SinkError, SinkMetrics};
 use crate::operator::snapshot::decode_batches;
 
 enum Store {
-    /// Committed epochs are IPC files in a directory.
-    Files(Box<FileSink>),
+    /// Committed epochs are IPC files in a directory. `maybe_ready` is false once a listing
+    /// found none and nothing was committed since: the consumer asks after every call into the
+    /// engine, and the directory is not listed each time.
+    Files {
+        sink: Box<FileSink>,
+        maybe_ready: bool,
+    },
     /// In memory: the open epoch's rows, staged epochs, committed epochs.
     Memory {
         open: Vec<RecordBatch>,
@@ -44,7 +49,10 @@ impl EpochQueue {
             ));
         }
         Ok(EpochQueue {
-            store: Store::Files(Box::new(files)),
+            store: Store::Files {
+                sink: Box::new(files),
+                maybe_ready: true,
+            },
         })
     }
 
@@ -64,9 +72,11 @@ impl EpochQueue {
     pub fn oldest(&mut self) -> Result<Option<(u64, Vec<RecordBatch>)>, SinkError> {
         match &mut self.store {
             Store::Memory { committed, .. } => Ok(committed.front().cloned()),
-            Store::Files(files) => {
-                let committed = files.committed_files()?;
+            Store::Files { maybe_ready, .. } if !*maybe_ready => Ok(None),
+            Store::Files { sink, maybe_ready } => {
+                let committed = sink.committed_files()?;
                 let Some(&(epoch, _)) = committed.first() else {
+                    *maybe_ready = false;
                     return Ok(None);
                 };
                 let mut rows = Vec::new();
@@ -95,7 +105,7 @@ impl EpochQueue {
                 }
                 Ok(())
             }
-            Store::Files(files) => files.remove_committed(epoch),
+            Store::Files { sink, .. } => sink.remove_committed(epoch),
         }
     }
 }
@@ -103,7 +113,7 @@ impl EpochQueue {
 impl Sink for EpochQueue {
     fn write(&mut self, epoch: u64, batches: &[RecordBatch]) -> Result<(), SinkError> {
         match &mut self.store {
-            Store::Files(files) => files.write(epoch, batches),
+            Store::Files { sink, .. } => sink.write(epoch, batches),
             Store::Memory { open, metrics, .. } => {
                 for b in batches.iter().filter(|b| b.num_rows() > 0) {
                     metrics.rows_written += b.num_rows() as u64;
@@ -116,7 +126,7 @@ impl Sink for EpochQueue {
 
     fn pre_commit(&mut self, epoch: u64) -> Result<(), SinkError> {
         match &mut self.store {
-            Store::Files(files) => files.pre_commit(epoch),
+            Store::Files { sink, .. } => sink.pre_commit(epoch),
             Store::Memory { open, staged, .. } => {
                 if !open.is_empty() {
                     staged.entry(epoch).or_default().append(open);
@@ -128,7 +138,10 @@ impl Sink for EpochQueue {
 
     fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
         match &mut self.store {
-            Store::Files(files) => files.commit(epoch),
+            Store::Files { sink, maybe_ready } => {
+                *maybe_ready = true;
+                sink.commit(epoch)
+            }
             Store::Memory {
                 staged,
                 committed,
@@ -149,14 +162,17 @@ impl Sink for EpochQueue {
 
     fn recover(&mut self, checkpoint: Option<u64>) -> Result<EpochRecovery, SinkError> {
         match &mut self.store {
-            Store::Files(files) => files.recover(checkpoint),
+            Store::Files { sink, maybe_ready } => {
+                *maybe_ready = true;
+                sink.recover(checkpoint)
+            }
             Store::Memory { .. } => Ok(EpochRecovery::default()),
         }
     }
 
     fn metrics(&self) -> SinkMetrics {
         match &self.store {
-            Store::Files(files) => files.metrics(),
+            Store::Files { sink, .. } => sink.metrics(),
             Store::Memory { metrics, .. } => metrics.clone(),
         }
     }
@@ -166,8 +182,8 @@ impl Sink for EpochQueue {
     }
 
     fn release(&mut self) {
-        if let Store::Files(files) = &mut self.store {
-            files.release();
+        if let Store::Files { sink, .. } = &mut self.store {
+            sink.release();
         }
     }
 
