@@ -95,6 +95,16 @@ pub enum Error {
     Arrow(#[from] ArrowError),
 }
 
+/// Whether an I/O error means the disk (or the user's quota) is full: `ENOSPC` (raw OS error
+/// 28 on Linux), `StorageFull` or `QuotaExceeded`. Every store of the engine (log,
+/// checkpoints, state, sinks) reports those as its own "disk full" error.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(28)
+}
+
 /// Coarse classification of an [`Error`], used to pick the exception class in Python.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

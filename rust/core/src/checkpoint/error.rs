@@ -61,10 +61,7 @@ impl CheckpointError {
     /// An I/O error on `path`, a full disk recognised as such.
     pub fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
         let path = path.into();
-        if matches!(
-            source.kind(),
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-        ) {
+        if crate::error::is_disk_full(&source) {
             CheckpointError::DiskFull { path }
         } else {
             CheckpointError::Io { path, op, source }

@@ -1054,6 +1054,16 @@ impl Engine {
             self.seal()?;
             self.poll_time()?;
         }
+        self.take_rows(query, outbox)
+    }
+
+    /// Moves the rows gathered so far in one of the query's outboxes out, without the hidden
+    /// column (what [`take`](Self::take) hands out, and what sinks are fed).
+    fn take_rows(
+        &mut self,
+        query: &str,
+        outbox: Outbox,
+    ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
         let Some((id, output, late)) = self.running(query)? else {
             return Ok(None);
         };

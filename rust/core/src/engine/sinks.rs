@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 
-use super::{strip_batch, Engine, Outbox};
+use super::{Engine, Outbox};
 use crate::error::{Error, Result};
 use crate::sink::{EpochQueue, FileFormat, FileSink, Sink, SinkMetrics};
 use crate::time::Timestamp;
@@ -225,15 +225,12 @@ impl Engine {
             if self.sinks.entries[..i].iter().any(|e| e.query == query) {
                 continue; // drained with the first sink of this query
             }
-            let Ok(Some((id, schema, _))) = self.running(&query) else {
-                continue; // pending (no rows yet) or failed to start (none ever)
+            let batches = match self.take_rows(&query, Outbox::Results) {
+                Ok(Some((_, batches))) => batches,
+                // Pending (no rows yet), or failed to start (none ever; its state says why).
+                Ok(None) | Err(Error::InvalidPlan(_)) => continue,
+                Err(e) => return Err(e),
             };
-            let batches = self
-                .cores
-                .take(id, Outbox::Results)?
-                .into_iter()
-                .map(|b| strip_batch(b, &schema))
-                .collect::<Result<Vec<_>>>()?;
             for e in self.sinks.entries.iter_mut().filter(|e| e.query == query) {
                 e.sink.write(epoch, &batches)?;
             }

@@ -77,10 +77,7 @@ impl fmt::Display for Where<'_> {
 impl StateError {
     /// An I/O error on `path`, with a full disk or quota mapped to [`StateError::DiskFull`].
     pub(crate) fn io(path: Option<&Path>, op: &'static str, source: io::Error) -> Self {
-        if matches!(
-            source.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        ) {
+        if crate::error::is_disk_full(&source) {
             if let Some(p) = path {
                 return StateError::DiskFull {
                     path: p.to_path_buf(),

@@ -208,15 +208,10 @@ impl WalError {
     /// [`WalError::DiskFull`].
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
         let path = path.into();
-        if is_disk_full(&source) {
+        if crate::error::is_disk_full(&source) {
             WalError::DiskFull { path }
         } else {
             WalError::Io { path, op, source }
         }
     }
-}
-
-/// `ENOSPC` (raw OS error 28 on Linux) or `io::ErrorKind::StorageFull`.
-pub(crate) fn is_disk_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
