@@ -19,7 +19,7 @@ use std::time::Duration;
 use laminar_core::wal::record::{encode_record, RECORD_HEADER_LEN};
 use laminar_core::wal::segment::{SegmentHeader, SEGMENT_HEADER_LEN};
 use laminar_core::wal::{
-    repair, Damage, Lsn, RecoveryMode, RecoveryReport, Wal, WalConfig, WalError,
+    repair, Damage, Lsn, RecordBuf, RecoveryMode, RecoveryReport, Wal, WalConfig, WalError,
 };
 use proptest::prelude::*;
 
@@ -273,6 +273,68 @@ fn records_roll_across_segments_and_a_huge_record_gets_its_own_segment() {
             next += record_layout(f).0.len() as u64;
         }
         assert_eq!(next, 61);
+        wal.close().unwrap();
+    }
+}
+
+/// `append_buf` queues the caller's buffer when nothing else is pending and copies it behind
+/// what is; both must give the same log as `append`, across segment rolls, with another
+/// thread appending at the same time, and leave the buffer empty and reusable.
+#[test]
+fn append_buf_matches_append_whether_the_buffer_is_queued_or_copied() {
+    for (delay_ms, prealloc) in [(0, true), (3, true), (3, false)] {
+        let d = TempDir::new("append-buf");
+        let mut c = config(d.path(), 16 << 10, prealloc);
+        // With a group commit delay the pending buffer is usually non-empty (copy path);
+        // without, it is usually empty (the buffer itself is queued).
+        c.group_commit_delay = Duration::from_millis(delay_ms);
+        let (wal, _) = Wal::open(c.clone()).unwrap();
+        let wal = Arc::new(wal);
+        let other = {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                (0..100u64)
+                    .map(|i| {
+                        let p = payload(1_000_000 + i, 1 + (i as usize * 31) % 700);
+                        (wal.append(&p).unwrap(), p)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mut rec = RecordBuf::new();
+        let mut mine = Vec::new();
+        for i in 0..150u64 {
+            let p = payload(i, 1 + (i as usize * 131) % 9000);
+            rec.extend_from_slice(&p[..p.len() / 2]);
+            rec.extend_from_slice(&p[p.len() / 2..]);
+            let lsn = wal.append_buf(&mut rec).unwrap();
+            assert!(rec.is_empty(), "the buffer is handed back empty");
+            mine.push((lsn, p));
+        }
+        let mut all = other.join().unwrap();
+        all.extend(mine);
+        all.sort();
+        wal.commit(all.last().unwrap().0).unwrap();
+        assert_eq!(all.len(), 250);
+        assert_eq!(
+            read_all(&wal),
+            all,
+            "delay {delay_ms} ms, prealloc {prealloc}"
+        );
+        // An empty record is refused and the buffer stays usable.
+        assert!(matches!(
+            wal.append_buf(&mut rec),
+            Err(WalError::EmptyRecord)
+        ));
+        rec.extend_from_slice(b"after");
+        let lsn = wal.append_buf(&mut rec).unwrap();
+        wal.commit(lsn).unwrap();
+        Arc::into_inner(wal).unwrap().close().unwrap();
+        let (wal, rep) = Wal::open(with_mode(c, RecoveryMode::AbsoluteConsistency)).unwrap();
+        assert!(rep.is_clean());
+        let back = read_all(&wal);
+        assert_eq!(back.last().unwrap(), &(lsn, b"after".to_vec()));
+        assert_eq!(&back[..250], &all[..]);
         wal.close().unwrap();
     }
 }

@@ -27,16 +27,15 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::checkpoint::lock::StateDirLock;
 use crate::checkpoint::store::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::operator::snapshot::{decode, decode_batches, encode, encode_aligned, encode_batches};
+use crate::operator::snapshot::{decode, decode_batches, encode, encode_batches};
 use crate::time::watermark::GeneratorState;
 use crate::time::Timestamp;
-use crate::wal::{Lsn, RecoveryMode, Truncation, Wal, WalConfig};
+use crate::wal::{Lsn, RecordBuf, RecoveryMode, Truncation, Wal, WalConfig};
 
 /// Durability settings of an engine.
 #[derive(Debug, Clone)]
@@ -72,96 +71,6 @@ impl DurabilityConfig {
             recovery: RecoveryMode::PointInTime,
             disk_budget: None,
         }
-    }
-}
-
-/// One logged input.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-pub(super) enum LogRecord {
-    /// `Engine::push`: the batches as pushed (Arrow IPC streams, one per run of batches with
-    /// the same schema), the producer's sequence number, the processing time.
-    Push {
-        source: String,
-        seq: Option<u64>,
-        now: Timestamp,
-        data: Vec<Vec<u8>>,
-    },
-    /// `Engine::update_table`.
-    Table {
-        name: String,
-        replace: bool,
-        now: Timestamp,
-        data: Vec<u8>,
-    },
-    /// A poll that moved processing time (periodic emits, idle sources, table TTLs).
-    Tick { now: Timestamp },
-    /// An explicit check for idle sources.
-    Idle { now: Timestamp },
-    /// `Engine::flush`: end of input.
-    Flush { now: Timestamp },
-}
-
-impl LogRecord {
-    /// A push of `batches` (schema runs kept apart, so every stream is valid IPC).
-    pub fn push(
-        source: &str,
-        seq: Option<u64>,
-        now: Timestamp,
-        batches: &[RecordBatch],
-    ) -> Result<Self> {
-        let mut data = Vec::new();
-        let mut start = 0;
-        while start < batches.len() {
-            let schema = batches[start].schema();
-            let end = batches[start..]
-                .iter()
-                .position(|b| b.schema() != schema)
-                .map_or(batches.len(), |k| start + k);
-            data.push(encode_batches(&schema, &batches[start..end])?);
-            start = end;
-        }
-        Ok(LogRecord::Push {
-            source: source.to_string(),
-            seq,
-            now,
-            data,
-        })
-    }
-
-    /// The processing time the input was applied at.
-    pub fn now(&self) -> Timestamp {
-        match self {
-            LogRecord::Push { now, .. }
-            | LogRecord::Table { now, .. }
-            | LogRecord::Tick { now }
-            | LogRecord::Idle { now }
-            | LogRecord::Flush { now } => *now,
-        }
-    }
-
-    /// The batches of a [`LogRecord::Push`].
-    pub fn push_batches(data: &[Vec<u8>]) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        for d in data {
-            out.extend(decode_batches(d, "logged push")?.1);
-        }
-        Ok(out)
-    }
-
-    /// The rows of a [`LogRecord::Table`].
-    pub fn table(name: &str, replace: bool, now: Timestamp, rows: &RecordBatch) -> Result<Self> {
-        Ok(LogRecord::Table {
-            name: name.to_string(),
-            replace,
-            now,
-            data: encode_batches(&rows.schema(), std::slice::from_ref(rows))?,
-        })
-    }
-
-    /// The rows of a [`LogRecord::Table`] as one batch.
-    pub fn table_rows(data: &[u8]) -> Result<RecordBatch> {
-        let (schema, batches) = decode_batches(data, "logged table change")?;
-        Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
     }
 }
 
@@ -283,6 +192,8 @@ pub(super) struct Durable {
     /// LSNs of the retained checkpoints, oldest first: the log is kept from the oldest.
     retained: std::collections::VecDeque<u64>,
     pub metrics: DurabilityMetrics,
+    /// The next record is encoded here (see [`RecordBuf`]: its allocation is reused).
+    record: RecordBuf,
 }
 
 impl Durable {
@@ -322,13 +233,15 @@ impl Durable {
                 log_cut,
                 ..DurabilityMetrics::default()
             },
+            record: RecordBuf::new(),
         })
     }
 
-    /// Appends `record`; returns its LSN (not yet durable).
-    pub fn log(&mut self, record: &LogRecord) -> Result<Lsn> {
-        let bytes = encode_aligned(record)?;
-        let lsn = self.wal.append(&bytes)?;
+    /// Appends the record `encode` writes (into a buffer reused from record to record);
+    /// returns its LSN (not yet durable).
+    pub fn log(&mut self, encode: impl FnOnce(&mut RecordBuf) -> Result<()>) -> Result<Lsn> {
+        encode(&mut self.record)?;
+        let lsn = self.wal.append_buf(&mut self.record)?;
         self.metrics.records += 1;
         Ok(lsn)
     }

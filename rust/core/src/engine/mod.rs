@@ -17,6 +17,7 @@
 
 mod cores;
 mod durable;
+mod log_record;
 mod partition;
 mod plan;
 mod recovery;
@@ -50,7 +51,8 @@ use crate::time::clock::{Clock, SystemClock};
 use crate::time::convert::max_at_or_below;
 use crate::time::Timestamp;
 use cores::{Admission, Cores};
-use durable::{Durable, LogRecord};
+use durable::Durable;
+use log_record::LogRecord;
 use sinks::Sinks;
 use source::{Bound, Source};
 
@@ -704,7 +706,9 @@ impl Engine {
         if !self.mirrors.contains_key(name) {
             return Err(Error::InvalidPlan(format!("unknown lookup table '{name}'")));
         }
-        let lsn = self.begin_input(|now| LogRecord::table(name, replace, now, &rows))?;
+        let lsn = self.begin_input(|now, buf| {
+            LogRecord::table(name, replace, now, &rows)?.encode_into(buf)
+        })?;
         let applied = self.apply_table_update(name, rows, replace);
         self.end_input(lsn, true, applied)
     }
@@ -830,7 +834,8 @@ impl Engine {
             .iter()
             .map(|b| src.prepare(&bound, b))
             .collect::<Result<Vec<_>>>()?;
-        let lsn = self.begin_input(|now| LogRecord::push(source, seq, now, batches))?;
+        let lsn =
+            self.begin_input(|now, buf| log_record::encode_push(buf, source, seq, now, batches))?;
         let applied = self.apply_push(sid, bound, fresh, prepared, seq);
         self.end_input(lsn, false, applied)?;
         let pending = match (lsn, &self.durable) {
@@ -936,7 +941,7 @@ impl Engine {
         {
             return Ok(());
         }
-        let lsn = self.begin_input(|now| Ok(LogRecord::Idle { now }))?;
+        let lsn = self.begin_input(|now, buf| LogRecord::Idle { now }.encode_into(buf))?;
         let applied = self.mark_idle_sources();
         self.end_input(lsn, false, applied)
     }
@@ -965,7 +970,7 @@ impl Engine {
     pub fn flush(&mut self) -> Result<()> {
         self.check_open()?;
         self.seal()?;
-        let lsn = self.begin_input(|now| Ok(LogRecord::Flush { now }))?;
+        let lsn = self.begin_input(|now, buf| LogRecord::Flush { now }.encode_into(buf))?;
         let applied = self.apply_flush();
         self.end_input(lsn, true, applied)?;
         // The last results reach the sinks (a checkpoint with a state directory).

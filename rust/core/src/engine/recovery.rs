@@ -9,17 +9,18 @@
 use std::time::Instant;
 
 use super::durable::{
-    DurabilityConfig, DurabilityMetrics, Durable, EngineSnapshot, LogRecord, SourceSnapshot,
-    TableChange, TableSnapshot, SNAPSHOT_VERSION,
+    DurabilityConfig, DurabilityMetrics, Durable, EngineSnapshot, SourceSnapshot, TableChange,
+    TableSnapshot, SNAPSHOT_VERSION,
 };
+use super::log_record::{decode_logged, LogRecord, Logged};
 use super::{Engine, QueryState};
 use crate::crash_point::crash_point;
 use crate::error::{Error, Result};
-use crate::operator::snapshot::{decode, decode_batches, encode_batches};
+use crate::operator::snapshot::{decode_batches, encode_batches};
 use crate::reactor::CoreMessage;
 use crate::reactor::SourceId;
 use crate::time::Timestamp;
-use crate::wal::Lsn;
+use crate::wal::{Lsn, RecordBuf};
 
 /// What recovery did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -140,7 +141,7 @@ impl Engine {
         let (mut replayed, mut failed) = (0u64, 0u64);
         for record in d.wal.read_from(from)? {
             let (_lsn, bytes) = record?;
-            let record: LogRecord = decode(&bytes, "a write-ahead log record")?;
+            let record = decode_logged(&bytes)?;
             if self.replay(record).is_err() {
                 failed += 1;
             }
@@ -154,15 +155,16 @@ impl Engine {
     }
 
     /// Applies one logged input as the live engine did.
-    fn replay(&mut self, record: LogRecord) -> Result<()> {
+    fn replay(&mut self, record: Logged<'_>) -> Result<()> {
         self.op_now = Some(record.now());
-        match record {
-            LogRecord::Push {
-                source, seq, data, ..
-            } => {
-                let batches = LogRecord::push_batches(&data)?;
-                self.push_seq(&source, &batches, seq).map(|_| ())
+        let record = match record {
+            Logged::Push(p) => {
+                let batches = p.batches()?;
+                return self.push_seq(p.source, &batches, p.seq).map(|_| ());
             }
+            Logged::Other(r) => r,
+        };
+        match record {
             LogRecord::Table {
                 name,
                 replace,
@@ -182,15 +184,14 @@ impl Engine {
     /// `record(now)` to the log. Returns the record's LSN (`None`: nothing logged).
     pub(super) fn begin_input(
         &mut self,
-        record: impl FnOnce(Timestamp) -> Result<LogRecord>,
+        record: impl FnOnce(Timestamp, &mut RecordBuf) -> Result<()>,
     ) -> Result<Option<Lsn>> {
         let Some(d) = &mut self.durable else {
             // Live without a log, or a replay (the logged time is already frozen).
             return Ok(None);
         };
         let now = self.clock.now_ms();
-        let record = record(now)?;
-        match d.log(&record) {
+        match d.log(|buf| record(now, buf)) {
             Ok(lsn) => {
                 self.op_now = Some(now);
                 Ok(Some(lsn))
@@ -245,7 +246,7 @@ impl Engine {
                 .iter()
                 .any(|s| s.config.idle_timeout_ms.is_some());
         let lsn = if reads_time {
-            self.begin_input(|now| Ok(LogRecord::Tick { now }))?
+            self.begin_input(|now, buf| LogRecord::Tick { now }.encode_into(buf))?
         } else {
             None
         };

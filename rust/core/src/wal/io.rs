@@ -31,6 +31,35 @@ use super::error::WalError;
 /// Size of the zero buffer used to fill preallocated segments.
 pub(crate) const ZERO_CHUNK: usize = 1 << 20;
 
+/// Alignment `O_DIRECT` asks of buffers, offsets and lengths (the largest logical block size
+/// in common use).
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// [`ZERO_CHUNK`] zeros at an address aligned for `O_DIRECT`, reused for every fill.
+#[derive(Debug)]
+pub(crate) struct ZeroChunk {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl ZeroChunk {
+    pub(crate) fn new() -> Self {
+        let buf = vec![0u8; ZERO_CHUNK + DIRECT_ALIGN];
+        // `align_offset` may (in principle) decline; then the bytes are unaligned and an
+        // `O_DIRECT` write of them fails with EINVAL, which falls back to buffered writes.
+        let start = match buf.as_ptr().align_offset(DIRECT_ALIGN) {
+            k if k <= DIRECT_ALIGN => k,
+            _ => 0,
+        };
+        ZeroChunk { buf, start }
+    }
+
+    /// The zeros.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + ZERO_CHUNK]
+    }
+}
+
 /// The WAL's view of the disk: positioned writes and syncs with error mapping, plus the
 /// optional fault-injection budget.
 #[derive(Debug)]
@@ -117,6 +146,53 @@ impl Disk {
         Ok(())
     }
 
+    /// Zero-fills a new file `file` (at `path`) up to `len` bytes, polling `stop` between
+    /// chunks; returns false if it said stop.
+    ///
+    /// The chunks go through a second, `O_DIRECT` handle where the file system takes one:
+    /// the disk is written straight from the one zero buffer, so the fill costs no CPU copy
+    /// into the page cache (at a high log rate, filling 64 MiB segments through the page
+    /// cache took about a quarter of the CPU beside the pushing thread) and evicts nothing.
+    /// Where `O_DIRECT` is refused (EINVAL: tmpfs, some FUSE mounts), for a last chunk that is
+    /// not block-aligned, and under the fault-injection budget (whose short writes are not
+    /// aligned), the bytes go through `file` as ordinary writes. Durability is the caller's
+    /// `sync_all` either way: `fsync` covers writes made through any handle of the inode.
+    pub(crate) fn fill_new_file(
+        &self,
+        file: &File,
+        path: &Path,
+        zeros: &ZeroChunk,
+        len: u64,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, WalError> {
+        let mut direct = if self.budget.is_none() {
+            open_direct(path)
+        } else {
+            None
+        };
+        let mut at = 0;
+        while at < len {
+            if stop() {
+                return Ok(false);
+            }
+            let n = ((len - at) as usize).min(ZERO_CHUNK);
+            let chunk = &zeros.bytes()[..n];
+            let mut done = false;
+            if let Some(d) = direct.as_ref().filter(|_| n % DIRECT_ALIGN == 0) {
+                match d.write_all_at(chunk, at) {
+                    Ok(()) => done = true,
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => direct = None,
+                    Err(e) => return Err(WalError::io(path, "write", e)),
+                }
+            }
+            if !done {
+                self.write_at(file, path, chunk, at)?;
+            }
+            at += n as u64;
+        }
+        Ok(true)
+    }
+
     /// `fdatasync`.
     pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<(), WalError> {
         if !self.sync {
@@ -143,6 +219,16 @@ impl Disk {
         d.sync_all()
             .map_err(|e| WalError::io(dir, "fsync directory", e))
     }
+}
+
+/// A second, `O_DIRECT` write handle of `path`, if the file system allows one.
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use super::error::WalError;
 use super::io::Disk;
 use super::metrics::WalMetrics;
 use super::reader::WalReader;
+use super::record_buf::RecordBuf;
 use super::recovery::{self, RecoveryReport};
 use super::segment::{self, SegmentInfo};
 use super::writer::{self, lock, Active, Place, Settings, Shared, State, MAX_SPARES};
@@ -103,7 +104,7 @@ impl Wal {
                         None => {
                             let id = next_spare_id;
                             next_spare_id += 1;
-                            let zeros = vec![0u8; super::io::ZERO_CHUNK];
+                            let zeros = super::io::ZeroChunk::new();
                             let s = segment::prepare_spare(
                                 &disk,
                                 &dir,
@@ -194,6 +195,16 @@ impl Wal {
     /// `max_record_bytes`), [`WalError::Poisoned`] after a failed write or sync.
     pub fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
         self.shared.append(payload)
+    }
+
+    /// Appends the record built in `rec` (see [`RecordBuf`]) and returns its LSN; `rec` is left
+    /// empty, ready for the next record (possibly with another buffer's allocation). The same
+    /// as [`append`](Self::append) except that, when no other record is pending, the payload
+    /// is not copied: the buffer itself is queued.
+    ///
+    /// Errors: those of [`append`](Self::append); `rec` is emptied either way.
+    pub fn append_buf(&self, rec: &mut RecordBuf) -> Result<Lsn, WalError> {
+        self.shared.append_buf(rec)
     }
 
     /// Blocks until every record up to `lsn` is written and (with `sync`) `fdatasync`ed.

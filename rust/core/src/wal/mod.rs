@@ -72,7 +72,8 @@
 //! # Costs (see `benches/wal.rs`)
 //!
 //! Per record: 8 bytes of framing, one crc32c of the payload (about 0.25 µs per 4 KiB), one
-//! copy into the pending buffer. Per group: one `pwrite` and one `fdatasync` (~0.1-0.2 ms
+//! copy into the pending buffer ([`Wal::append`]; none with [`Wal::append_buf`] when nothing
+//! else is pending). Per group: one `pwrite` and one `fdatasync` (~0.1-0.2 ms
 //! here, with a multi-ms tail). Per segment: a header write, `fdatasync`, rename and
 //! directory `fsync`, plus (on the preallocator) zero-filling it. Opening scans the whole
 //! retained log sequentially: keep it short with [`Wal::truncate_before`] after checkpoints.
@@ -93,6 +94,7 @@ mod log;
 mod metrics;
 mod reader;
 pub mod record;
+mod record_buf;
 mod recovery;
 pub mod segment;
 mod writer;
@@ -102,6 +104,7 @@ pub use error::{Damage, WalError};
 pub use log::{CommitHandle, Wal};
 pub use metrics::WalMetrics;
 pub use reader::WalReader;
+pub use record_buf::RecordBuf;
 pub use recovery::{repair, repair_with, RecoveryReport, Truncation};
 
 /// Log sequence number: records are numbered 1, 2, 3, ... consecutively across segments.

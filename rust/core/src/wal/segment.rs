@@ -42,7 +42,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{Damage, WalError};
-use super::io::Disk;
+use super::io::{Disk, ZeroChunk};
 use super::record::{self, END_MARKER, RECORD_HEADER_LEN};
 use super::Lsn;
 
@@ -218,20 +218,14 @@ pub(crate) fn prepare_spare(
     dir: &Path,
     id: u64,
     len: u64,
-    zeros: &[u8],
+    zeros: &ZeroChunk,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<PathBuf>, WalError> {
     let tmp = dir.join(format!("{}.tmp", spare_file_name(id)));
     let result = (|| {
         let f = create_new(&tmp)?;
-        let mut at = 0;
-        while at < len {
-            if stop() {
-                return Ok(None);
-            }
-            let end = (at + zeros.len() as u64).min(len);
-            disk.zero_fill(&f, &tmp, zeros, at, end)?;
-            at = end;
+        if !disk.fill_new_file(&f, &tmp, zeros, len, stop)? {
+            return Ok(None);
         }
         disk.sync_all(&f, &tmp)?;
         let path = dir.join(spare_file_name(id));

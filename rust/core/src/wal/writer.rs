@@ -43,9 +43,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::error::WalError;
-use super::io::{Disk, ZERO_CHUNK};
+use super::io::{Disk, ZeroChunk};
 use super::metrics::WalMetrics;
 use super::record::{self, END_MARKER, RECORD_HEADER_LEN};
+use super::record_buf::RecordBuf;
 use super::segment::{self, SegmentInfo, SEGMENT_HEADER_LEN};
 use super::Lsn;
 
@@ -197,20 +198,58 @@ fn wait<'a>(cv: &Condvar, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
 impl Shared {
     /// See [`Wal::append`](super::Wal::append).
     pub(crate) fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
+        let (len, crc) = self.check(payload)?;
+        self.queue(len, crc, |pending, header| {
+            pending.extend_from_slice(&header);
+            pending.extend_from_slice(payload);
+        })
+    }
+
+    /// See [`Wal::append_buf`](super::Wal::append_buf).
+    pub(crate) fn append_buf(&self, rec: &mut RecordBuf) -> Result<Lsn, WalError> {
+        let (len, crc) = self.check(rec.payload())?;
+        let mut frame = std::mem::take(&mut rec.bytes);
+        let mut back = None;
+        let queued = self.queue(len, crc, |pending, header| {
+            frame[..RECORD_HEADER_LEN].copy_from_slice(&header);
+            if pending.is_empty() {
+                // Nothing queued before it: the record becomes the pending buffer.
+                back = Some(std::mem::replace(pending, frame));
+            } else {
+                pending.extend_from_slice(&frame);
+                back = Some(frame);
+            }
+        });
+        // On an error the frame was dropped with the closure; `rec` gets a fresh buffer.
+        rec.recycle(back.unwrap_or_default());
+        queued
+    }
+
+    /// The payload's length (refused when empty or above the maximum record size) and its
+    /// crc32c, computed before the lock is taken.
+    fn check(&self, payload: &[u8]) -> Result<(u32, u32), WalError> {
         if payload.is_empty() {
             return Err(WalError::EmptyRecord);
         }
         let max = self.settings.max_record_bytes;
-        let len = match u32::try_from(payload.len()) {
-            Ok(l) if l <= max => l,
-            _ => {
-                return Err(WalError::RecordTooLarge {
-                    len: payload.len() as u64,
-                    max,
-                })
-            }
-        };
-        let payload_crc = crc32c::crc32c(payload);
+        match u32::try_from(payload.len()) {
+            Ok(l) if l <= max => Ok((l, crc32c::crc32c(payload))),
+            _ => Err(WalError::RecordTooLarge {
+                len: payload.len() as u64,
+                max,
+            }),
+        }
+    }
+
+    /// Numbers and places a record of `len` payload bytes whose crc32c is `payload_crc`;
+    /// `put` appends its frame (the given header, then the payload) to the pending buffer,
+    /// under the lock.
+    fn queue(
+        &self,
+        len: u32,
+        payload_crc: u32,
+        put: impl FnOnce(&mut Vec<u8>, [u8; RECORD_HEADER_LEN]),
+    ) -> Result<Lsn, WalError> {
         let frame = RECORD_HEADER_LEN as u64 + u64::from(len);
         let need = frame + RECORD_HEADER_LEN as u64; // room for the end marker after it
 
@@ -252,9 +291,10 @@ impl Shared {
             };
         }
         let crc = record::record_crc_from_payload_crc(st.place.segment, len, payload_crc);
-        st.pending.extend_from_slice(&len.to_le_bytes());
-        st.pending.extend_from_slice(&crc.to_le_bytes());
-        st.pending.extend_from_slice(payload);
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..].copy_from_slice(&crc.to_le_bytes());
+        put(&mut st.pending, header);
         st.place.offset += frame;
         let lsn = st.next_lsn;
         st.next_lsn += 1;
@@ -290,7 +330,7 @@ impl Shared {
 
     /// Takes a spare for the next segment: a ready one, or waits for the preallocator, or
     /// (when it is idle or failed) prepares one on this thread.
-    fn take_spare(&self, zeros: &mut Vec<u8>) -> Result<PathBuf, WalError> {
+    fn take_spare(&self, zeros: &mut Option<ZeroChunk>) -> Result<PathBuf, WalError> {
         let mut st = lock(&self.state);
         loop {
             while let Some(p) = st.spares.pop() {
@@ -316,9 +356,7 @@ impl Shared {
         st.next_spare_id += 1;
         st.prealloc_failed = false;
         drop(st);
-        if zeros.is_empty() {
-            zeros.resize(ZERO_CHUNK, 0);
-        }
+        let zeros = zeros.get_or_insert_with(ZeroChunk::new);
         let len = self.settings.segment_bytes;
         let p = segment::prepare_spare(&self.disk, &self.dir, id, len, zeros, &|| false)?;
         let mut st = lock(&self.state);
@@ -352,7 +390,7 @@ struct GroupStats {
 pub(crate) fn run(shared: &Shared, mut active: Active) {
     let mut batch: Vec<u8> = Vec::new();
     let mut rolls: Vec<Roll> = Vec::new();
-    let mut zeros: Vec<u8> = Vec::new();
+    let mut zeros: Option<ZeroChunk> = None;
     let delay = shared.settings.delay;
     loop {
         let (first_lsn, last_lsn) = {
@@ -509,7 +547,7 @@ fn write_group(
     active: &mut Active,
     batch: &mut Vec<u8>,
     rolls: &[Roll],
-    zeros: &mut Vec<u8>,
+    zeros: &mut Option<ZeroChunk>,
     group: &mut GroupStart,
 ) -> Result<GroupStats, WalError> {
     let mut g = GroupStats::default();
@@ -536,7 +574,7 @@ fn write_group(
 fn next_segment(
     shared: &Shared,
     roll: &Roll,
-    zeros: &mut Vec<u8>,
+    zeros: &mut Option<ZeroChunk>,
     g: &mut GroupStats,
 ) -> Result<Active, WalError> {
     let dir: &Path = &shared.dir;
@@ -567,7 +605,7 @@ fn next_segment(
 
 /// The preallocator thread's body: keeps one spare ready while none is, until told to stop.
 pub(crate) fn run_preallocator(shared: &Shared) {
-    let zeros = vec![0u8; ZERO_CHUNK];
+    let zeros = ZeroChunk::new();
     let stop = || shared.stop_prealloc.load(Ordering::Acquire);
     loop {
         let id = {
