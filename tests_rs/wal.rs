@@ -841,10 +841,17 @@ fn stale_record_in_a_recycled_segment_is_rejected() {
     let h = header_of(&recycled);
     let prev = h.previous_segment.unwrap();
     let (_, end) = record_layout(&recycled);
-    // Simulate a lost end marker: put back the old record header that the marker overwrote.
+    // The writer zeroed the rest of its last page, where old records were (without the
+    // padding, the bytes after the end marker are the old records': see `write_group`).
+    let bytes = fs::read(&recycled).unwrap();
+    let page_end = (end as usize).next_multiple_of(4096).min(bytes.len());
+    assert!(page_end > end as usize + RECORD_HEADER_LEN);
+    assert!(bytes[end as usize..page_end].iter().all(|&b| b == 0));
+    // Simulate a lost end marker: put back the old record that the marker (and the zeros
+    // the writer pads its last page with) overwrote.
     let mut frame = Vec::new();
     encode_record(&mut frame, prev, &old);
-    write_bytes(&recycled, end, &frame[..RECORD_HEADER_LEN]);
+    write_bytes(&recycled, end, &frame);
     let (s, o, reason) = expect_corrupt(Wal::open(with_mode(
         c.clone(),
         RecoveryMode::AbsoluteConsistency,
