@@ -207,13 +207,13 @@ impl<'a, T> Slots<'a, T> {
         {
             let p = self.cell(sequence).with(|p| p as *const u8);
             // SAFETY: the caller checked `prefetch_write_supported`; a prefetch never faults
-            // and is no memory access in the language's sense (hence `nomem`), and `p` points
-            // into our slots anyway.
+            // and writes nothing (declared `readonly`, the conservative choice: it reads no
+            // value either), and `p` points into our slots anyway.
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{p}]",
                     p = in(reg) p,
-                    options(nomem, nostack, preserves_flags)
+                    options(readonly, nostack, preserves_flags)
                 )
             };
         }
