@@ -296,5 +296,20 @@ mod tests {
         }
         // SAFETY: as above.
         assert_eq!(unsafe { ring.with_slot(2, |v| v[0]) }, 10);
+        if prefetch_write_supported() {
+            for seq in [-1i64, 0, 2, 3, 1 << 40] {
+                ring.slots().prefetch_write(seq);
+            }
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { ring.with_slot(2, |v| v[0]) }, 10);
+    }
+
+    #[test]
+    fn prefetch_distance_is_a_kibibyte_of_slots_and_at_least_one() {
+        assert_eq!(prefetch_ahead::<u64>(), 128);
+        assert_eq!(prefetch_ahead::<[u64; 3]>(), 42);
+        assert_eq!(prefetch_ahead::<[u8; 4096]>(), 1);
+        assert_eq!(prefetch_ahead::<()>(), 1024);
     }
 }
