@@ -38,6 +38,16 @@
 //! had to wait for, or while its producer streams faster than one event per 10 ns; memory
 //! ordering is not affected (the back-off is a delay between two batches).
 //!
+//! # Reading ahead
+//!
+//! A consumer that trails its producer by a large batch reads lines the producer's core wrote
+//! last, one line transfer each. While it works through a batch it therefore prefetches the
+//! slot 1 KiB further on, as long as that slot is still in the batch (published: never a line
+//! the producer may still be filling), so that several transfers overlap. Measured with
+//! `benches/messaging.rs` (`u64` events, ring of 4096): `batch_publish(64)` against a
+//! BusySpin handler about 1.5 times as fast. A prefetch is no memory access; ordering is not
+//! affected.
+//!
 //! Failures. A handler fails by returning `Err` or by panicking (the panic is caught with
 //! `catch_unwind` once per batch, so it costs nothing while nothing fails; it never unwinds
 //! out of the managed thread). What follows is the [`ExceptionPolicy`]:
@@ -64,7 +74,7 @@ use std::hint::spin_loop;
 
 use super::super::primitives::{AtomicBool, Ordering};
 use super::barrier::SequenceBarrier;
-use super::ring_buffer::{RingBuffer, Slots};
+use super::ring_buffer::{prefetch_ahead, RingBuffer, Slots};
 use super::sequence::Sequence;
 use crate::sync::wait::WaitStrategy;
 
@@ -307,13 +317,15 @@ where
     // Read once: the slot base and mask stay in registers for the whole loop.
     let slots = ctx.ring.slots();
     let mut slip = Slip::new(slots.capacity());
+    // See "Reading ahead" in the module docs.
+    let ahead = prefetch_ahead::<T>();
     loop {
         let Ok((available, waited)) = ctx.barrier.wait_for_noting(state.next) else {
             return;
         };
         state.stats.batches += 1;
         if !state.halted {
-            process_batch(ctx, slots, handler, state, available);
+            process_batch(ctx, slots, handler, state, available, ahead);
         }
         // Also right after the handler halted in this batch: the rest of it is skipped.
         if state.halted && state.resume <= available {
@@ -432,7 +444,8 @@ fn skip(state: &mut LoopState, available: i64) {
     state.stats.skipped += (available - state.resume + 1) as u64;
 }
 
-/// Calls the handler on `state.next..=available`, applying the policy to failures.
+/// Calls the handler on `state.next..=available`, applying the policy to failures, and
+/// prefetches the slot `ahead` further on while that is still in the batch.
 #[inline(always)]
 fn process_batch<T, W, H>(
     ctx: &ConsumerContext<T, W>,
@@ -440,6 +453,7 @@ fn process_batch<T, W, H>(
     handler: &mut H,
     state: &mut LoopState,
     available: i64,
+    ahead: i64,
 ) where
     W: WaitStrategy,
     H: SlotHandler<T>,
@@ -449,6 +463,10 @@ fn process_batch<T, W, H>(
         let start = seq;
         let result = catch_unwind(AssertUnwindSafe(|| {
             while seq <= available {
+                // Read-ahead inside the batch only: never a line the producer may be filling.
+                if seq + ahead <= available {
+                    slots.prefetch(seq + ahead);
+                }
                 // SAFETY: `seq <= available`, which our barrier returned, and above our own
                 // sequence (stored only after the batch); the builder gives an exclusive
                 // handler a stage of its own.

@@ -20,7 +20,11 @@
 //! [`Blocking`](crate::sync::wait::Blocking) on a full ring wakes too), shutdown after alerting.
 //! A managed consumer that trails a streaming producer by a small batch also backs off briefly
 //! after the batch, so that the two do not trade the same cache lines for every event (see
-//! "Trailing closely" in `handler.rs`).
+//! "Trailing closely" in `handler.rs`). Both ends also prefetch 1 KiB ahead: the single
+//! producer's per-item `publish` the slot line it will write (for writing, once the consumers
+//! have released it), a managed consumer the slots further on in its batch (see
+//! `fill_one_and_commit` in `producer.rs` and "Reading ahead" in `handler.rs`). A prefetch is
+//! a hint, no memory access: it orders nothing and changes no invariant below.
 //!
 //! # Invariants
 //! - A slot is written only by the producer that holds an unpublished claim on its sequence,

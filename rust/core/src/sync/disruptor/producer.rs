@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 
 use super::super::primitives::{lock, AtomicBool, AtomicUsize, Mutex, Ordering};
 use super::handler::HandlerStats;
-use super::ring_buffer::RingBuffer;
+use super::ring_buffer::{prefetch_ahead, prefetch_write_supported, RingBuffer};
 use super::sequence::{minimum_sequence, Sequence};
 use super::sequencer::{
     check_claim, Claim, ClaimError, MultiProducerSequencer, RingFull, SingleProducerSequencer,
@@ -117,6 +117,10 @@ fn wait_processed<W: WaitStrategy>(wait: &W, gating: &[Arc<Sequence>], sequence:
 pub struct SingleProducer<T, W: WaitStrategy> {
     sequencer: SingleProducerSequencer<W>,
     ring: Arc<RingBuffer<T>>,
+    /// How far ahead of a per-item `publish` the slot line is prefetched for writing (see
+    /// `fill_one_and_commit`); more than the ring's capacity where `PREFETCHW` is missing, so
+    /// that the check in the hot path never passes.
+    write_ahead: i64,
     health: Health,
     runtime: Option<Runtime<W>>,
 }
@@ -143,9 +147,15 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
         health: Health,
         runtime: Runtime<W>,
     ) -> Self {
+        let write_ahead = if prefetch_write_supported() {
+            prefetch_ahead::<T>()
+        } else {
+            ring.capacity() as i64 + 1
+        };
         SingleProducer {
             sequencer,
             ring,
+            write_ahead,
             health,
             runtime: Some(runtime),
         }
@@ -183,9 +193,22 @@ impl<T, W: WaitStrategy> SingleProducer<T, W> {
     }
 
     /// Writes the one slot reserved at `seq` with `f`, then claims and publishes it.
+    ///
+    /// It first prefetches, for writing, the slot `write_ahead` (1 KiB) further on when the
+    /// cached horizon shows that every consumer has released it (its previous lap), so that
+    /// the line is ours by the time we write it. Otherwise each slot line changes owner
+    /// (consumer to producer) on the producer's store, and with one slot and one cursor store
+    /// per event the store buffer holds too few events to overlap those transfers: measured
+    /// with `benches/messaging.rs` (`u64`, ring of 4096, BusySpin handler), about twice the
+    /// per-item rate. A prefetch touches no memory in the language's sense, so this orders
+    /// nothing; a consumer still reading another slot of that line just fetches it back.
     #[inline(always)]
     fn fill_one_and_commit<F: FnOnce(&mut T)>(&mut self, seq: i64, f: F) -> i64 {
         let slots = self.ring.slots();
+        let ahead = seq + self.write_ahead;
+        if ahead <= self.sequencer.horizon() {
+            slots.prefetch_write(ahead);
+        }
         let guard = CommitSingle {
             sequencer: &mut self.sequencer,
             hi: seq,

@@ -182,6 +182,13 @@ impl<W: WaitStrategy> SingleProducerSequencer<W> {
         self.next_value
     }
 
+    /// The highest sequence that can be claimed without reading the gating sequences (the
+    /// cached horizon; producer-private, no atomic access).
+    #[inline(always)]
+    pub(crate) fn horizon(&self) -> i64 {
+        self.limit
+    }
+
     /// Slots that can be claimed now without waiting (reads the gating sequences).
     pub fn remaining_capacity(&mut self) -> usize {
         self.refresh_limit();
