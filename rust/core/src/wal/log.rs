@@ -11,7 +11,7 @@
 //! * Recycling renames a released segment to a spare; its records become invalid the moment
 //!   the spare is activated under a new, higher segment number (the checksum covers it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -154,7 +154,10 @@ impl Wal {
             prealloc_failed: false,
             metrics,
         };
+        let last = rec.next_lsn - 1;
         let shared = Arc::new(Shared {
+            durable: AtomicU64::new(last),
+            appended: AtomicU64::new(last),
             dir,
             disk,
             settings,
