@@ -7,16 +7,20 @@
 //!    lock: assigns the next LSN, places the record (the segment and offset it will have;
 //!    rolling to a new segment when it would not fit, leaving room for an end-of-log marker),
 //!    finishes the checksum with the segment number (`crc32c_combine`), and copies the frame
-//!    into the pending buffer. A roll is noted as a [`Roll`] at the buffer offset where the
-//!    new segment starts.
-//! 2. The writer thread wakes, optionally waits up to `group_commit_delay` for more, swaps the
-//!    pending buffer with its own (both keep their capacity: no allocation in steady state)
-//!    and writes it: `pwrite` of the frames plus an 8-byte end-of-log marker, switching
-//!    segments at each roll (the old segment is synced before the new one is activated), then
-//!    one `fdatasync`. Everything that queued while a group was being written and synced forms
-//!    the next group.
+//!    into the pending buffer ([`Shared::append_buf`]: when the pending buffer is empty, the
+//!    caller's [`RecordBuf`] *becomes* it, no copy). A roll is noted as a [`Roll`] at the
+//!    buffer offset where the new segment starts.
+//! 2. The writer thread wakes (or, having just finished a group, sees the record while it
+//!    polls briefly before sleeping: see [`poll`]), optionally waits up to
+//!    `group_commit_delay` for more, swaps the pending buffer with its own (both keep their
+//!    capacity: no allocation in steady state) and writes it: `pwrite` of the frames plus an
+//!    8-byte end-of-log marker, switching segments at each roll (the old segment is synced
+//!    before the new one is activated; the last write is padded with zeros to a page
+//!    boundary in a preallocated segment), then one `fdatasync`. Everything that queued while
+//!    a group was being written and synced forms the next group.
 //! 3. The writer publishes `durable_lsn` and wakes every committer ([`Shared::commit`]); all
-//!    those whose LSN it covers return, having shared that one sync.
+//!    those whose LSN it covers return, having shared that one sync (a committer polls the
+//!    mirrored `durable` for a moment before it sleeps).
 //!
 //! # Invariants
 //!
