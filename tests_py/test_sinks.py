@@ -199,6 +199,57 @@ def test_sink_errors_are_clear(tmp_path):
     other.close()
 
 
+def test_a_full_disk_under_a_file_sink_stops_the_engine_and_a_restart_loses_nothing(tmp_path):
+    """ENOSPC while a sink writes an epoch (fault injection): the call raises SinkError naming
+    the full disk, the engine stops without publishing any of that epoch, and an engine
+    created again on the same state_dir (with space) publishes exactly the uninterrupted
+    run's rows: the epoch published before the failure once, the rest from the log."""
+    n = 10
+    want = reference(n)["per_sec"]
+
+    def open_engine(state, out, budget):
+        eng = lm.Engine(state_dir=str(state), checkpoint_every="1h")
+        src = eng.source("events", time="ts", watermark=lm.bounded_delay("200ms"))
+        sink = queries(src)["per_sec"].sink(lm.files(str(out), _disk_budget=budget), name="per_sec")
+        return eng, src, sink
+
+    def first_epoch(eng, src):
+        for k in range(4):
+            src.push(batch(k), seq=k)
+        return eng.checkpoint()
+
+    # How many bytes the first epoch's file takes (the encoding is deterministic).
+    eng, src, sink = open_engine(tmp_path / "probe-state", tmp_path / "probe-out", None)
+    first_epoch(eng, src)
+    first_bytes = sum(os.path.getsize(p) for p in sink.files())
+    eng.close()
+    assert first_bytes > 0
+
+    state, out = tmp_path / "state", tmp_path / "out"
+    eng, src, sink = open_engine(state, out, first_bytes + 16)
+    cp = first_epoch(eng, src)
+    assert sink.metrics()["last_committed_epoch"] == cp
+    published_first = sorted_rows(sink.read())
+    for k in range(4, 7):
+        src.push(batch(k), seq=k)
+    with pytest.raises(errors.SinkError, match="is full"):
+        eng.checkpoint()
+    # Stopped: nothing more is accepted, and nothing of the failed epoch was published.
+    with pytest.raises(errors.EngineClosedError, match="stopped after an error"):
+        src.push(batch(7), seq=7)
+    assert sorted_rows(sink.read()) == published_first
+
+    eng, src, sink = open_engine(state, out, None)
+    assert eng.recover()["checkpoint"] == cp
+    resume = src.position()["last_seq"]
+    assert resume == 6, "every acknowledged push is recovered"
+    for k in range(resume + 1, n):
+        src.push(batch(k), seq=k)
+    eng.flush()
+    eng.close()
+    assert sorted_rows(sink.read()) == want
+
+
 def test_durable_sinks_must_be_defined_before_data_and_kept(tmp_path):
     state, out = tmp_path / "state", tmp_path / "out"
     out.mkdir()

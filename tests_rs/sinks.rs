@@ -191,6 +191,42 @@ fn rows_for_another_epoch_than_the_open_one_are_refused() {
     assert_eq!(sink.metrics().rows_committed, 100);
 }
 
+/// A full disk is reported as such in every format, whether it is hit inside the encoder
+/// (an epoch larger than the 1 MiB write buffer: the encoder wraps the I/O error in its own
+/// type) or when the buffer is flushed at pre-commit (a small epoch); nothing is staged.
+#[test]
+fn a_full_disk_is_disk_full_in_every_format_and_stages_nothing() {
+    for format in [
+        FileFormat::Parquet,
+        FileFormat::JsonLines,
+        FileFormat::ArrowIpc,
+    ] {
+        for (batches, budget) in [(2_000i64, 64 << 10), (1, 64)] {
+            let dir = TempDir::new("sink-full");
+            let mut sink = FileSink::open(dir.path(), format, &new_lineage())
+                .unwrap()
+                .with_disk_budget(Some(budget));
+            let data: Vec<RecordBatch> = (0..batches).map(batch).collect();
+            let err = match sink.write(1, &data) {
+                Err(e) => e,
+                Ok(()) => sink.pre_commit(1).unwrap_err(),
+            };
+            assert!(
+                matches!(err, SinkError::DiskFull { .. }),
+                "{format:?}, {batches} batches: {err}"
+            );
+            assert!(err.to_string().contains("is full"), "{err}");
+            let staged: Vec<_> = fs::read_dir(dir.path().join("_staging"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("part-") && !n.ends_with(".inprogress"))
+                .collect();
+            assert!(staged.is_empty(), "{staged:?}");
+            assert!(part_files(dir.path(), format.extension()).is_empty());
+        }
+    }
+}
+
 const PLAN: &str = r#"{"inputs": ["events"], "ops": [{"op": "window_aggregate",
     "window": {"kind": "tumbling", "size_ms": 1000}, "keys": ["key"],
     "aggs": [{"name": "n", "func": "count"}, {"name": "total", "func": "sum", "column": "value"}]}]}"#;
@@ -223,7 +259,7 @@ fn engine(state: Option<&Path>, sink_dir: Option<&Path>, cores: usize) -> Engine
     eng.add_query("per_sec", QueryPlan::from_json(PLAN).unwrap())
         .unwrap();
     if let Some(dir) = sink_dir {
-        eng.add_file_sink("per_sec", "per_sec", dir, FileFormat::ArrowIpc)
+        eng.add_file_sink("per_sec", "per_sec", dir, FileFormat::ArrowIpc, None)
             .unwrap();
     }
     eng

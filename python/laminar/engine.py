@@ -281,7 +281,7 @@ class Engine:
         name = _name_for(name, "q", self._names, {**self._results, **self._sinks})
         self._native.add_query(name, json.dumps(plan))
         if isinstance(target, FileTarget):
-            self._native.add_file_sink(name, name, target.path, target.format)
+            self._native.add_file_sink(name, name, target.path, target.format, target.disk_budget)
         else:
             self._native.add_callback_sink(name, name)
             self._callbacks[name] = target

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import pyarrow as pa
 
@@ -52,21 +52,32 @@ class FileTarget:
 
     path: str
     format: str
+    #: Fault injection for tests (see :func:`files`); None in production.
+    disk_budget: Optional[int] = None
 
 
-def files(path: Union[str, "os.PathLike[str]"], format: str = "parquet") -> FileTarget:
+def files(path: Union[str, "os.PathLike[str]"], format: str = "parquet", *,
+          _disk_budget: Optional[int] = None) -> FileTarget:
     """A sink target: files in directory ``path`` (created if missing), ``format``
     ``"parquet"`` (Snappy-compressed) or ``"jsonl"`` (one JSON object per row).
 
     Files are named ``part-<lineage>-<epoch>-<n>.<ext>``; read them all with
     :meth:`SinkHandle.read`, ``pyarrow.parquet.read_table(path)`` or
     ``pyarrow.dataset.dataset(path)``. One engine at a time may write to a directory.
+
+    A full disk stops the engine with :class:`~laminar.errors.SinkError` ("the disk holding
+    ... is full"); nothing of the epoch being written is published. Free space and create the
+    engine again on the same ``state_dir``: recovery publishes what was staged and the log
+    replays the rest. ``_disk_budget`` is fault injection for tests: the sink's file writes
+    fail as on a full disk once they total that many bytes.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise QueryError(f"files() takes a directory path, got {path!r}")
     if format not in _FORMATS:
         raise QueryError(f"format must be 'parquet' or 'jsonl', got {format!r}")
-    return FileTarget(os.fspath(path), _FORMATS[format])
+    if _disk_budget is not None and (isinstance(_disk_budget, bool) or not isinstance(_disk_budget, int) or _disk_budget < 0):
+        raise QueryError(f"_disk_budget must be an int >= 0 or None, got {_disk_budget!r}")
+    return FileTarget(os.fspath(path), _FORMATS[format], _disk_budget)
 
 
 class SinkHandle:

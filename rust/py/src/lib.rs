@@ -337,7 +337,9 @@ impl PyEngine {
     }
 
     /// Writes the results of `query` as `format` ("parquet", "jsonl", "arrow") files into
-    /// directory `path`, exactly once per epoch; the sink is named `name`.
+    /// directory `path`, exactly once per epoch; the sink is named `name`. `disk_budget`:
+    /// fault injection for tests (writes fail with ENOSPC past that many bytes).
+    #[pyo3(signature = (name, query, path, format, disk_budget=None))]
     fn add_file_sink(
         &self,
         py: Python<'_>,
@@ -345,10 +347,13 @@ impl PyEngine {
         query: String,
         path: std::path::PathBuf,
         format: &str,
+        disk_budget: Option<u64>,
     ) -> PyResult<()> {
         let format = FileFormat::parse(format)
             .ok_or_else(|| bad_choice(py, "format", "'parquet', 'jsonl' or 'arrow'", format))?;
-        self.call(py, move |e| e.add_file_sink(&name, &query, &path, format))
+        self.call(py, move |e| {
+            e.add_file_sink(&name, &query, &path, format, disk_budget)
+        })
     }
 
     /// Keeps the committed epochs of `query` for the caller (`sink_next` / `sink_ack`).

@@ -138,16 +138,18 @@ impl Engine {
     }
 
     /// Writes the results of `query` as `format` files into `dir` (see
-    /// [`FileSink`]); the sink is named `name`.
+    /// [`FileSink`]); the sink is named `name`. `disk_budget` is fault injection for tests
+    /// ([`FileSink::with_disk_budget`]); `None` in production.
     pub fn add_file_sink(
         &mut self,
         name: &str,
         query: &str,
         dir: &Path,
         format: FileFormat,
+        disk_budget: Option<u64>,
     ) -> Result<()> {
         self.check_open()?;
-        let sink = FileSink::open(dir, format, &self.lineage())?;
+        let sink = FileSink::open(dir, format, &self.lineage())?.with_disk_budget(disk_budget);
         self.add_sink(name, query, Box::new(sink))
     }
 

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
@@ -19,6 +21,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::epoch_files::{EpochFiles, EpochRecovery, PartName};
+use super::output_file::OutputFile;
 use super::{Sink, SinkError, SinkMetrics};
 
 /// The file format of a [`FileSink`].
@@ -54,9 +57,9 @@ impl FileFormat {
 }
 
 enum Encoder {
-    Parquet(ArrowWriter<BufWriter<File>>),
-    Json(LineDelimitedWriter<BufWriter<File>>),
-    Ipc(StreamWriter<BufWriter<File>>),
+    Parquet(ArrowWriter<BufWriter<OutputFile>>),
+    Json(LineDelimitedWriter<BufWriter<OutputFile>>),
+    Ipc(StreamWriter<BufWriter<OutputFile>>),
 }
 
 /// The file being written for the open epoch.
@@ -64,6 +67,8 @@ struct OpenFile {
     name: PartName,
     encoder: Encoder,
     rows: u64,
+    /// The file's [`OutputFile::disk_full`] flag.
+    disk_full: Arc<AtomicBool>,
 }
 
 /// Results written to files in a directory (see the module docs).
@@ -74,6 +79,8 @@ pub struct FileSink {
     /// Rows of each staged file, by epoch (for the counters at commit).
     staged_rows: BTreeMap<u64, u64>,
     metrics: SinkMetrics,
+    /// Fault injection: bytes the sink's files may still take (see [`OutputFile`]).
+    budget: Option<Arc<AtomicU64>>,
 }
 
 impl FileSink {
@@ -86,7 +93,15 @@ impl FileSink {
             open: None,
             staged_rows: BTreeMap::new(),
             metrics: SinkMetrics::default(),
+            budget: None,
         })
+    }
+
+    /// Fault injection for tests: the sink's file writes fail with `ENOSPC` once they total
+    /// `bytes` (see [`OutputFile`]). `None` (the default) in production.
+    pub fn with_disk_budget(mut self, bytes: Option<u64>) -> Self {
+        self.budget = bytes.map(|b| Arc::new(AtomicU64::new(b)));
+        self
     }
 
     /// The format.
@@ -117,6 +132,8 @@ impl FileSink {
     fn start(&mut self, epoch: u64, batch: &RecordBatch) -> Result<OpenFile, SinkError> {
         let (file, name) = self.files.create(epoch)?;
         let path = self.files.dir().join(name.file());
+        let file = OutputFile::new(file, self.budget.clone());
+        let disk_full = file.disk_full();
         let out = BufWriter::with_capacity(1 << 20, file);
         let schema = batch.schema();
         let encoder = match self.format {
@@ -138,6 +155,7 @@ impl FileSink {
             name,
             encoder,
             rows: 0,
+            disk_full,
         })
     }
 }
@@ -151,11 +169,13 @@ fn format_error(path: &Path, e: impl std::fmt::Display) -> SinkError {
 
 impl OpenFile {
     fn write(&mut self, batch: &RecordBatch, dir: &Path) -> Result<(), SinkError> {
-        let path = || dir.join(self.name.file());
+        let path = dir.join(self.name.file());
+        let full = &self.disk_full;
+        let err = |e: &dyn std::fmt::Display| encoder_error(&path, full, e);
         match &mut self.encoder {
-            Encoder::Parquet(w) => w.write(batch).map_err(|e| format_error(&path(), e))?,
-            Encoder::Json(w) => w.write(batch).map_err(|e| format_error(&path(), e))?,
-            Encoder::Ipc(w) => w.write(batch).map_err(|e| format_error(&path(), e))?,
+            Encoder::Parquet(w) => w.write(batch).map_err(|e| err(&e))?,
+            Encoder::Json(w) => w.write(batch).map_err(|e| err(&e))?,
+            Encoder::Ipc(w) => w.write(batch).map_err(|e| err(&e))?,
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -164,21 +184,35 @@ impl OpenFile {
     /// Finishes the format (footer, end-of-stream marker) and returns the file.
     fn finish(self, dir: &Path) -> Result<(File, PartName, u64), SinkError> {
         let path = dir.join(self.name.file());
+        let full = &self.disk_full;
+        let err = |e: &dyn std::fmt::Display| encoder_error(&path, full, e);
         let buffered = match self.encoder {
-            Encoder::Parquet(w) => w.into_inner().map_err(|e| format_error(&path, e))?,
+            Encoder::Parquet(w) => w.into_inner().map_err(|e| err(&e))?,
             Encoder::Json(mut w) => {
-                w.finish().map_err(|e| format_error(&path, e))?;
+                w.finish().map_err(|e| err(&e))?;
                 w.into_inner()
             }
             Encoder::Ipc(mut w) => {
-                w.finish().map_err(|e| format_error(&path, e))?;
-                w.into_inner().map_err(|e| format_error(&path, e))?
+                w.finish().map_err(|e| err(&e))?;
+                w.into_inner().map_err(|e| err(&e))?
             }
         };
         let file = buffered
             .into_inner()
             .map_err(|e| SinkError::io(&path, "write", e.into_error()))?;
-        Ok((file, self.name, self.rows))
+        Ok((file.into_file(), self.name, self.rows))
+    }
+}
+
+/// An encoder's error: [`SinkError::DiskFull`] when the file saw a full disk underneath
+/// (the encoders wrap I/O errors in their own types), else [`SinkError::Format`].
+fn encoder_error(path: &Path, disk_full: &AtomicBool, e: &dyn std::fmt::Display) -> SinkError {
+    if disk_full.load(Ordering::Acquire) {
+        SinkError::DiskFull {
+            path: path.to_path_buf(),
+        }
+    } else {
+        format_error(path, e)
     }
 }
 

@@ -36,6 +36,7 @@ pub mod delivery;
 pub mod epoch_files;
 pub mod error;
 pub mod file;
+pub mod output_file;
 
 use arrow_array::RecordBatch;
 
