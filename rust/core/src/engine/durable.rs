@@ -27,12 +27,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::checkpoint::lock::StateDirLock;
 use crate::checkpoint::store::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::operator::snapshot::{decode, decode_batches, encode, encode_batches};
+use crate::reactor::{CoreMessage, SourceId};
 use crate::time::watermark::GeneratorState;
 use crate::time::Timestamp;
 use crate::wal::{Lsn, RecordBuf, RecoveryMode, Truncation, Wal, WalConfig};
@@ -121,6 +123,114 @@ pub(super) struct TableSnapshot {
     pub changes: Vec<TableChange>,
 }
 
+/// A message that a query waiting for its sources' schemas received before it could start
+/// (its backlog, replayed to it when it starts): [`CoreMessage`] with the rows as IPC.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) enum SavedMessage {
+    Data {
+        source: SourceId,
+        rows: Vec<u8>,
+    },
+    Watermark {
+        source: SourceId,
+        ts: Timestamp,
+    },
+    SourceIdle {
+        source: SourceId,
+    },
+    EndOfInput {
+        source: SourceId,
+    },
+    Tick {
+        now: Timestamp,
+    },
+    TableUpdate {
+        table: String,
+        rows: Vec<u8>,
+        replace: bool,
+        now: Timestamp,
+    },
+}
+
+impl SavedMessage {
+    /// `msg` as saved.
+    pub fn save(msg: &CoreMessage) -> Result<Self> {
+        let ipc = |b: &RecordBatch| encode_batches(&b.schema(), std::slice::from_ref(b));
+        Ok(match msg {
+            CoreMessage::Data { source, batch } => SavedMessage::Data {
+                source: *source,
+                rows: ipc(batch)?,
+            },
+            CoreMessage::Watermark { source, ts } => SavedMessage::Watermark {
+                source: *source,
+                ts: *ts,
+            },
+            CoreMessage::SourceIdle { source } => SavedMessage::SourceIdle { source: *source },
+            CoreMessage::EndOfInput { source } => SavedMessage::EndOfInput { source: *source },
+            CoreMessage::Tick { now } => SavedMessage::Tick { now: *now },
+            CoreMessage::TableUpdate {
+                table,
+                rows,
+                replace,
+                now,
+            } => SavedMessage::TableUpdate {
+                table: table.to_string(),
+                rows: ipc(rows)?,
+                replace: *replace,
+                now: *now,
+            },
+        })
+    }
+
+    /// The message again. A source's rows get `stream_schema(source)`, the schema its live
+    /// batches have (`None`: the source has no schema here, the pipeline changed).
+    pub fn load(
+        self,
+        stream_schema: impl Fn(SourceId) -> Option<SchemaRef>,
+    ) -> Result<CoreMessage> {
+        let one = |rows: &[u8], what: &str| -> Result<RecordBatch> {
+            let (schema, batches) = decode_batches(rows, what)?;
+            Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+        };
+        Ok(match self {
+            SavedMessage::Data { source, rows } => {
+                let schema = stream_schema(source).ok_or_else(|| {
+                    Error::Snapshot(format!(
+                        "a saved batch of source {source}, which has no schema here"
+                    ))
+                })?;
+                let batch = one(&rows, "waiting batch")?;
+                CoreMessage::Data {
+                    source,
+                    batch: RecordBatch::try_new(schema, batch.columns().to_vec())?,
+                }
+            }
+            SavedMessage::Watermark { source, ts } => CoreMessage::Watermark { source, ts },
+            SavedMessage::SourceIdle { source } => CoreMessage::SourceIdle { source },
+            SavedMessage::EndOfInput { source } => CoreMessage::EndOfInput { source },
+            SavedMessage::Tick { now } => CoreMessage::Tick { now },
+            SavedMessage::TableUpdate {
+                table,
+                rows,
+                replace,
+                now,
+            } => CoreMessage::TableUpdate {
+                table: std::sync::Arc::from(table.as_str()),
+                rows: one(&rows, "waiting table change")?,
+                replace,
+                now,
+            },
+        })
+    }
+}
+
+/// The backlog of a query waiting for its sources' schemas (input number, message).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(super) struct QueryBacklog {
+    pub query: String,
+    pub messages: Vec<(u32, SavedMessage)>,
+}
+
 /// A whole engine at one point of its log.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 pub(super) struct EngineSnapshot {
@@ -137,10 +247,12 @@ pub(super) struct EngineSnapshot {
     pub tables: Vec<TableSnapshot>,
     /// Per core, per query: the query's state on that core.
     pub cores: Vec<Vec<Vec<u8>>>,
+    /// The backlogs of queries still waiting for a source's first batch.
+    pub backlogs: Vec<QueryBacklog>,
 }
 
-/// Snapshot format version written by this build.
-pub(super) const SNAPSHOT_VERSION: u32 = 2;
+/// Snapshot format version written by this build (3: pending queries' backlogs).
+pub(super) const SNAPSHOT_VERSION: u32 = 3;
 
 /// Durability counters, for `metrics()`.
 #[derive(Debug, Clone, Default, PartialEq)]

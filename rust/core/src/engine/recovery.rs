@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use super::durable::{
-    DurabilityConfig, DurabilityMetrics, Durable, EngineSnapshot, SourceSnapshot, TableChange,
-    TableSnapshot, SNAPSHOT_VERSION,
+    DurabilityConfig, DurabilityMetrics, Durable, EngineSnapshot, QueryBacklog, SavedMessage,
+    SourceSnapshot, TableChange, TableSnapshot, SNAPSHOT_VERSION,
 };
 use super::log_record::{decode_logged, LogRecord, Logged};
 use super::{Engine, QueryState};
@@ -308,18 +308,22 @@ impl Engine {
     /// The engine's state after every input up to `lsn`.
     fn take_snapshot(&mut self, lsn: Lsn) -> Result<EngineSnapshot> {
         let mut running: Vec<(u32, String)> = Vec::new();
+        let mut backlogs = Vec::new();
         for q in &self.queries {
             match &q.state {
                 QueryState::Running { id, .. } => running.push((*id, q.name.clone())),
                 // Nothing reached it yet: it has no state, and it is pending again after a
                 // restore (its sources' schemas are restored with them).
                 QueryState::Pending { backlog } if backlog.is_empty() => {}
-                QueryState::Pending { .. } => {
-                    return Err(Error::Snapshot(format!(
-                        "query '{}' still waits for the first batch of one of its sources",
-                        q.name
-                    )))
-                }
+                // It waits for another source's first batch: what it received meanwhile is
+                // saved, and it waits with it again after a restore.
+                QueryState::Pending { backlog } => backlogs.push(QueryBacklog {
+                    query: q.name.clone(),
+                    messages: backlog
+                        .iter()
+                        .map(|(input, msg)| Ok((*input as u32, SavedMessage::save(msg)?)))
+                        .collect::<Result<_>>()?,
+                }),
                 QueryState::Failed(_) => {}
             }
         }
@@ -353,6 +357,7 @@ impl Engine {
             sinks: self.sinks.names(),
             tables: self.save_tables()?,
             cores,
+            backlogs,
         })
     }
 
@@ -439,7 +444,32 @@ impl Engine {
             }
             cores.push(by_id);
         }
-        self.cores.restore(cores)
+        self.cores.restore(cores)?;
+        for saved in snap.backlogs {
+            let q = self.query_ids.get(&saved.query).copied();
+            let sources = &self.sources;
+            let stream = |sid: SourceId| {
+                sources
+                    .get(sid as usize)
+                    .and_then(|s| s.bound.as_ref())
+                    .map(|b| b.stream.clone())
+            };
+            let messages = saved
+                .messages
+                .into_iter()
+                .map(|(input, m)| Ok((input as usize, m.load(stream)?)))
+                .collect::<Result<Vec<_>>>()?;
+            match q.map(|q| &mut self.queries[q].state) {
+                Some(QueryState::Pending { backlog }) => *backlog = messages,
+                _ => {
+                    return Err(changed(format!(
+                        "query '{}' waited for a source's first batch when the checkpoint was taken, but not here",
+                        saved.query
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Durability counters (`None` without a state directory).
