@@ -1,13 +1,13 @@
 //! Durability of an engine: the write-ahead log of its inputs, its checkpoints, and recovery.
 //!
-//! With a state directory, every input that changes the engine (a push, a lookup-table change,
-//! a processing-time tick, the end of input) becomes one record in the WAL (its payload format
-//! is `log_record.rs`) *before* it is applied, and the call that made it returns only once
-//! the record is durable (group commit: concurrent callers share one `fdatasync`). A
-//! checkpoint saves, at one point of that log (its LSN), the progress of every source and the state of every query on every core (a barrier
-//! sent to all cores at once: each core's inbox is FIFO, so all of them save the state after
-//! the same inputs). Recovery loads the newest complete checkpoint and replays the records
-//! after its LSN through the same code paths as live inputs, with the processing time each
+//! With a state directory, every input that changes the engine (a push, a lookup-table change, a
+//! processing-time tick, the end of input) becomes one record in the WAL (its payload format is
+//! `log_record.rs`) *before* it is applied, and the call that made it returns only once the record
+//! is durable (group commit: concurrent callers share one `fdatasync`). A checkpoint saves, at one
+//! point of that log (its LSN), the progress of every source and the state of every query on every
+//! core (a barrier sent to all cores at once: each core's inbox is FIFO, so all of them save the
+//! state after the same inputs). Recovery loads the newest complete checkpoint and replays the
+//! records after its LSN through the same code paths as live inputs, with the processing time each
 //! record carries, so the engine ends where it was, watermarks and open windows included.
 //!
 //! Invariants:
