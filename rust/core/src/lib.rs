@@ -49,6 +49,7 @@
 pub mod checkpoint;
 #[doc(hidden)]
 pub mod crash_point;
+pub mod disk_budget;
 pub mod engine;
 pub mod error;
 mod hash;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -23,6 +23,7 @@ use parquet::file::properties::WriterProperties;
 use super::epoch_files::{EpochFiles, EpochRecovery, PartName};
 use super::output_file::OutputFile;
 use super::{Sink, SinkError, SinkMetrics};
+use crate::disk_budget::DiskBudget;
 
 /// The file format of a [`FileSink`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub struct FileSink {
     staged_rows: BTreeMap<u64, u64>,
     metrics: SinkMetrics,
     /// Fault injection: bytes the sink's files may still take (see [`OutputFile`]).
-    budget: Option<Arc<AtomicU64>>,
+    budget: Option<Arc<DiskBudget>>,
 }
 
 impl FileSink {
@@ -100,7 +101,7 @@ impl FileSink {
     /// Fault injection for tests: the sink's file writes fail with `ENOSPC` once they total
     /// `bytes` (see [`OutputFile`]). `None` (the default) in production.
     pub fn with_disk_budget(mut self, bytes: Option<u64>) -> Self {
-        self.budget = bytes.map(|b| Arc::new(AtomicU64::new(b)));
+        self.budget = bytes.map(|b| Arc::new(DiskBudget::new(b)));
         self
     }
 

@@ -9,20 +9,22 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use crate::disk_budget::DiskBudget;
 
 /// A sink's output file (see the module docs).
 #[derive(Debug)]
 pub struct OutputFile {
     file: File,
-    budget: Option<Arc<AtomicU64>>,
+    budget: Option<Arc<DiskBudget>>,
     disk_full: Arc<AtomicBool>,
 }
 
 impl OutputFile {
     /// Wraps `file`; writes take from `budget` when there is one.
-    pub fn new(file: File, budget: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(file: File, budget: Option<Arc<DiskBudget>>) -> Self {
         OutputFile {
             file,
             budget,
@@ -43,16 +45,10 @@ impl OutputFile {
 
     /// How many of `n` bytes the budget still allows (all of them without one).
     fn grant(&self, n: usize) -> usize {
-        let Some(b) = &self.budget else {
-            return n;
-        };
-        let mut granted = 0;
-        // fetch_update only fails when the closure returns None, which it never does.
-        let _ = b.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-            granted = left.min(n as u64);
-            Some(left - granted)
-        });
-        granted as usize
+        match &self.budget {
+            Some(b) => b.take(n as u64) as usize,
+            None => n,
+        }
     }
 
     fn full(&self) -> io::Error {
@@ -90,7 +86,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("laminar-output-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f");
-        let budget = Arc::new(AtomicU64::new(10));
+        let budget = Arc::new(DiskBudget::new(10));
         let mut f = OutputFile::new(File::create(&path).unwrap(), Some(Arc::clone(&budget)));
         let flag = f.disk_full();
         f.write_all(b"abcdef").unwrap();

@@ -25,9 +25,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::WalError;
+use crate::disk_budget::DiskBudget;
 
 /// Size of the zero buffer used to fill preallocated segments.
 pub(crate) const ZERO_CHUNK: usize = 1 << 20;
@@ -66,7 +66,7 @@ impl ZeroChunk {
 #[derive(Debug)]
 pub(crate) struct Disk {
     /// Bytes that may still be written before writes fail with ENOSPC; `None`: unlimited.
-    budget: Option<AtomicU64>,
+    budget: Option<DiskBudget>,
     /// False (`WalConfig::sync` off): every sync is skipped, durability off entirely.
     sync: bool,
 }
@@ -74,23 +74,17 @@ pub(crate) struct Disk {
 impl Disk {
     pub(crate) fn new(budget: Option<u64>, sync: bool) -> Self {
         Disk {
-            budget: budget.map(AtomicU64::new),
+            budget: budget.map(DiskBudget::new),
             sync,
         }
     }
 
     /// Takes up to `n` bytes from the budget; returns how many were granted.
     fn grant(&self, n: u64) -> u64 {
-        let Some(b) = &self.budget else {
-            return n;
-        };
-        let mut granted = 0;
-        // fetch_update only fails when the closure returns None, which it never does.
-        let _ = b.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-            granted = left.min(n);
-            Some(left - granted)
-        });
-        granted
+        match &self.budget {
+            Some(b) => b.take(n),
+            None => n,
+        }
     }
 
     /// Writes all of `buf` at `offset`, or fails naming `path`.
