@@ -33,7 +33,9 @@ use arrow_schema::SchemaRef;
 use crate::checkpoint::lock::StateDirLock;
 use crate::checkpoint::store::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::operator::snapshot::{decode, decode_batches, encode, encode_batches};
+use crate::operator::snapshot::{
+    decode, decode_batch, decode_batches, encode, encode_batch, encode_batches,
+};
 use crate::reactor::{CoreMessage, SourceId};
 use crate::time::watermark::GeneratorState;
 use crate::time::Timestamp;
@@ -155,11 +157,10 @@ pub(super) enum SavedMessage {
 impl SavedMessage {
     /// `msg` as saved.
     pub fn save(msg: &CoreMessage) -> Result<Self> {
-        let ipc = |b: &RecordBatch| encode_batches(&b.schema(), std::slice::from_ref(b));
         Ok(match msg {
             CoreMessage::Data { source, batch } => SavedMessage::Data {
                 source: *source,
-                rows: ipc(batch)?,
+                rows: encode_batch(batch)?,
             },
             CoreMessage::Watermark { source, ts } => SavedMessage::Watermark {
                 source: *source,
@@ -175,7 +176,7 @@ impl SavedMessage {
                 now,
             } => SavedMessage::TableUpdate {
                 table: table.to_string(),
-                rows: ipc(rows)?,
+                rows: encode_batch(rows)?,
                 replace: *replace,
                 now: *now,
             },
@@ -188,10 +189,6 @@ impl SavedMessage {
         self,
         stream_schema: impl Fn(SourceId) -> Option<SchemaRef>,
     ) -> Result<CoreMessage> {
-        let one = |rows: &[u8], what: &str| -> Result<RecordBatch> {
-            let (schema, batches) = decode_batches(rows, what)?;
-            Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
-        };
         Ok(match self {
             SavedMessage::Data { source, rows } => {
                 let schema = stream_schema(source).ok_or_else(|| {
@@ -199,7 +196,7 @@ impl SavedMessage {
                         "a saved batch of source {source}, which has no schema here"
                     ))
                 })?;
-                let batch = one(&rows, "waiting batch")?;
+                let batch = decode_batch(&rows, "waiting batch")?;
                 CoreMessage::Data {
                     source,
                     batch: RecordBatch::try_new(schema, batch.columns().to_vec())?,
@@ -216,7 +213,7 @@ impl SavedMessage {
                 now,
             } => CoreMessage::TableUpdate {
                 table: std::sync::Arc::from(table.as_str()),
-                rows: one(&rows, "waiting table change")?,
+                rows: decode_batch(&rows, "waiting table change")?,
                 replace,
                 now,
             },

@@ -20,7 +20,9 @@
 use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
-use crate::operator::snapshot::{decode, decode_batches, encode_aligned, encode_batches};
+use crate::operator::snapshot::{
+    decode, decode_batch, decode_batches, encode_aligned, encode_batch,
+};
 use crate::time::Timestamp;
 use crate::wal::RecordBuf;
 
@@ -54,14 +56,13 @@ impl LogRecord {
             name: name.to_string(),
             replace,
             now,
-            data: encode_batches(&rows.schema(), std::slice::from_ref(rows))?,
+            data: encode_batch(rows)?,
         })
     }
 
     /// The rows of a [`LogRecord::Table`] as one batch.
     pub fn table_rows(data: &[u8]) -> Result<RecordBatch> {
-        let (schema, batches) = decode_batches(data, "logged table change")?;
-        Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+        decode_batch(data, "logged table change")
     }
 
     /// The processing time the input was applied at.

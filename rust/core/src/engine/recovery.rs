@@ -16,7 +16,7 @@ use super::log_record::{decode_logged, LogRecord, Logged};
 use super::{Engine, QueryState};
 use crate::crash_point::crash_point;
 use crate::error::{Error, Result};
-use crate::operator::snapshot::{decode_batches, encode_batches};
+use crate::operator::snapshot::{decode_batches, encode_batch};
 use crate::reactor::CoreMessage;
 use crate::reactor::SourceId;
 use crate::time::Timestamp;
@@ -512,7 +512,7 @@ impl Engine {
                         Ok(TableChange {
                             replace,
                             now,
-                            rows: encode_batches(&rows.schema(), std::slice::from_ref(rows))?,
+                            rows: encode_batch(rows)?,
                         })
                     })
                     .collect::<Result<_>>()?;

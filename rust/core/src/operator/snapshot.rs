@@ -107,6 +107,18 @@ pub fn decode_batches(
         .map_err(|e| Error::Snapshot(format!("the saved {what} is damaged: {e}")))
 }
 
+/// [`encode_batches`] of one batch, in its own schema.
+pub fn encode_batch(batch: &arrow_array::RecordBatch) -> Result<Vec<u8>> {
+    encode_batches(&batch.schema(), std::slice::from_ref(batch))
+}
+
+/// The batches of bytes made by [`encode_batches`] as one batch, in the stream's schema.
+/// `what` names the data in the error.
+pub fn decode_batch(bytes: &[u8], what: &str) -> Result<arrow_array::RecordBatch> {
+    let (schema, batches) = decode_batches(bytes, what)?;
+    Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+}
+
 /// Arrow data inside an operator's snapshot struct: the bytes of [`encode_batches`] and their
 /// CRC-32C, checked before they are decoded, so that damaged rows are refused rather than
 /// restored as other values.
