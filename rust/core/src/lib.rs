@@ -58,6 +58,7 @@ pub mod net;
 pub mod operator;
 pub mod reactor;
 pub mod runtime;
+pub(crate) mod simd;
 pub mod sink;
 pub mod state;
 pub mod sync;

@@ -112,6 +112,11 @@ fn hash_column(col: &ArrayRef, out: &mut Vec<u64>, first: bool) -> Result<()> {
         DataType::Int8 => hash_primitive::<Int8Type>(col, out, first),
         DataType::Int16 => hash_primitive::<Int16Type>(col, out, first),
         DataType::Int32 => hash_primitive::<Int32Type>(col, out, first),
+        // The common key type: the first (or only) key column is hashed by the vectorised
+        // kernel; `mix(v as u64)` is exactly what `hash_primitive` computes per value.
+        DataType::Int64 if first => {
+            crate::simd::fmix64_i64(col.as_primitive::<Int64Type>().values(), out)
+        }
         DataType::Int64 => hash_primitive::<Int64Type>(col, out, first),
         DataType::UInt8 => hash_primitive::<UInt8Type>(col, out, first),
         DataType::UInt16 => hash_primitive::<UInt16Type>(col, out, first),

@@ -137,16 +137,11 @@ pub fn max_at_or_below(values: &[i64], limit: i64) -> (Option<i64>, u64) {
     (any.then_some(max), beyond)
 }
 
-/// Minimum and maximum of a slice in one pass (`(i64::MAX, i64::MIN)` when empty). Written as
-/// two independent reductions so the compiler vectorises it.
+/// Minimum and maximum of a slice in one pass (`(i64::MAX, i64::MIN)` when empty), vectorised
+/// for the CPU it runs on ([`crate::simd::min_max_i64`]).
+#[inline]
 pub fn min_max(values: &[i64]) -> (i64, i64) {
-    let mut lo = i64::MAX;
-    let mut hi = i64::MIN;
-    for &v in values {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    (lo, hi)
+    crate::simd::min_max_i64(values)
 }
 
 /// The inverse direction for results: the Arrow type used for window bounds of a source whose
