@@ -180,7 +180,7 @@ impl Disk {
             let n = ((len - at) as usize).min(ZERO_CHUNK);
             let chunk = &zeros.bytes()[..n];
             let mut done = false;
-            if let Some(d) = direct.as_ref().filter(|_| n % DIRECT_ALIGN == 0) {
+            if let Some(d) = direct.as_ref().filter(|_| n.is_multiple_of(DIRECT_ALIGN)) {
                 match d.write_all_at(chunk, at) {
                     Ok(()) => done = true,
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => direct = None,
