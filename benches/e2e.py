@@ -22,6 +22,7 @@ check does not hold.
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import resource
 import sys
@@ -46,6 +47,10 @@ def check(workload: str, what: str, got, want) -> None:
 def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
     """Runs the pushes ((source, batch) pairs) and the final flush under the clock. Returns the
     collected table and the run's figures; the caller checks the table and adds its checksum."""
+    # An engine and its sources and results refer to each other, so only the cycle collector
+    # frees earlier runs' engines: without this their state and results stayed in memory until
+    # a full collection, and each run paid for fresh pages (runs got slower one after another).
+    gc.collect()
     start = time.perf_counter()
     for src, b in pushes:
         src.push(b)
@@ -54,6 +59,7 @@ def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
     result = out.to_arrow()
     m = eng.metrics()
     q = m["queries"][out.name]
+    eng.close()
     return result, {
         "core_rows": [c["rows"] for c in m.get("cores", [])],
         "seconds": elapsed,
