@@ -576,7 +576,6 @@ mod tests {
         // A sweep at 250 deletes k <= 150 (16 entries: k = 0, 10, ..., 150).
         h.advance(250);
         assert_eq!(h.len(), 34);
-        // Entries at the boundary: k + within == W is expired, k + within == W + 1 is not.
         h.advance(400); // deletes k <= 300
         assert_eq!(h.len(), 19);
         // Expired keys are kept again (they could not have matched anyway).
@@ -584,6 +583,22 @@ mod tests {
         h.advance(Timestamp::MAX); // flush: everything expires
         assert_eq!(h.len(), 0);
         assert_eq!(h.op.metrics().peak_state_rows, 50);
+    }
+
+    #[test]
+    fn expiry_boundary_is_exact() {
+        for within in [1, 2, 3, 10, 101] {
+            let mut h = Harness::new(&["k"], within);
+            h.advance(0);
+            assert_eq!(h.push(&[k(Some(1), 1, 1000), k(Some(2), 2, 1001)]), vec![1, 2]);
+            // A sweep at W = 1000 + within: key 1 (k + within == W) expires, key 2
+            // (k + within == W + 1) must stay ...
+            let w = 1000 + within;
+            h.advance(w);
+            assert_eq!(h.len(), 1, "within {within}");
+            // ... because a row of key 2 at t = W is still its duplicate (|W - 1001| < within).
+            assert_eq!(h.push(&[k(Some(2), 3, w), k(Some(1), 4, w)]), vec![4]);
+        }
     }
 
     /// A plain model of the semantics: ids kept, late and duplicate counts.
@@ -611,12 +626,17 @@ mod tests {
         (kept, late, dups)
     }
 
-    fn batches_strategy() -> impl Strategy<Value = Vec<Vec<Row>>> {
+    /// Batches of rows `(key, id, t)`: batch `b` has times `b * span + step - jitter`
+    /// (`step < span`, `jitter < max_jitter`), keys below `keys` or null, ids in push order.
+    fn batches_of(span: i64, max_jitter: i64, keys: i64) -> impl Strategy<Value = Vec<Vec<Row>>> {
         prop::collection::vec(
-            prop::collection::vec((prop::option::of(0i64..6), 0i64..40, 0i64..60), 0..12),
+            prop::collection::vec(
+                (prop::option::of(0..keys), 0..span, 0..max_jitter),
+                0..12,
+            ),
             1..12,
         )
-        .prop_map(|bs| {
+        .prop_map(move |bs| {
             let mut id = 0;
             bs.into_iter()
                 .enumerate()
@@ -624,12 +644,18 @@ mod tests {
                     rows.into_iter()
                         .map(|(key, step, jitter)| {
                             id += 1;
-                            (None, key, id, b as i64 * 40 + step - jitter)
+                            (None, key, id, b as i64 * span + step - jitter)
                         })
                         .collect()
                 })
                 .collect()
         })
+    }
+
+    /// Sparse data, and dense data whose times often land exactly on the watermark and on
+    /// `k ± within` (the boundaries of the rules and of expiry).
+    fn batches_strategy() -> impl Strategy<Value = Vec<Vec<Row>>> {
+        prop_oneof![batches_of(40, 60, 6), batches_of(4, 6, 3)]
     }
 
     proptest! {
@@ -639,7 +665,9 @@ mod tests {
         /// an operator that never expires anything, while holding no more keys than it.
         #[test]
         fn expiry_never_changes_results(
-            batches in batches_strategy(), within in 1i64..120, delay in 0i64..80,
+            batches in batches_strategy(),
+            within in prop_oneof![1i64..8, 1i64..120],
+            delay in prop_oneof![0i64..4, 0i64..80],
         ) {
             let mut swept = Harness::new(&["k"], within).with_delay(delay);
             let mut kept_all =
