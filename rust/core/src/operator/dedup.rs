@@ -381,9 +381,15 @@ mod tests {
                 Arc::new(StringArray::from(
                     rows.iter().map(|r| r.0).collect::<Vec<_>>(),
                 )),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
             ],
         )
         .unwrap()
@@ -428,7 +434,8 @@ mod tests {
         fn push(&mut self, rows: &[Row]) -> Vec<i64> {
             let b = batch(rows);
             let (mut out, mut late) = (Vec::new(), Vec::new());
-            let mut ctx = OperatorContext::new(self.wm, 0, 0, &mut self.timers, &mut out, &mut late);
+            let mut ctx =
+                OperatorContext::new(self.wm, 0, 0, &mut self.timers, &mut out, &mut late);
             self.op.process(&b, &mut ctx).unwrap();
             assert!(late.is_empty(), "dedup has no side output");
             let mut ids = Vec::new();
@@ -449,7 +456,8 @@ mod tests {
         fn advance(&mut self, wm: i64) {
             self.wm = Some(wm);
             let (mut out, mut late) = (Vec::new(), Vec::new());
-            let mut ctx = OperatorContext::new(self.wm, 0, 0, &mut self.timers, &mut out, &mut late);
+            let mut ctx =
+                OperatorContext::new(self.wm, 0, 0, &mut self.timers, &mut out, &mut late);
             self.op.on_watermark(wm, &mut ctx).unwrap();
             assert!(out.is_empty() && late.is_empty());
         }
@@ -579,7 +587,10 @@ mod tests {
         h.advance(400); // deletes k <= 300
         assert_eq!(h.len(), 19);
         // Expired keys are kept again (they could not have matched anyway).
-        assert_eq!(h.push(&[k(Some(5), 100, 401), k(Some(40), 101, 402)]), vec![100]);
+        assert_eq!(
+            h.push(&[k(Some(5), 100, 401), k(Some(40), 101, 402)]),
+            vec![100]
+        );
         h.advance(Timestamp::MAX); // flush: everything expires
         assert_eq!(h.len(), 0);
         assert_eq!(h.op.metrics().peak_state_rows, 50);
@@ -590,7 +601,10 @@ mod tests {
         for within in [1, 2, 3, 10, 101] {
             let mut h = Harness::new(&["k"], within);
             h.advance(0);
-            assert_eq!(h.push(&[k(Some(1), 1, 1000), k(Some(2), 2, 1001)]), vec![1, 2]);
+            assert_eq!(
+                h.push(&[k(Some(1), 1, 1000), k(Some(2), 2, 1001)]),
+                vec![1, 2]
+            );
             // A sweep at W = 1000 + within: key 1 (k + within == W) expires, key 2
             // (k + within == W + 1) must stay ...
             let w = 1000 + within;
@@ -630,10 +644,7 @@ mod tests {
     /// (`step < span`, `jitter < max_jitter`), keys below `keys` or null, ids in push order.
     fn batches_of(span: i64, max_jitter: i64, keys: i64) -> impl Strategy<Value = Vec<Vec<Row>>> {
         prop::collection::vec(
-            prop::collection::vec(
-                (prop::option::of(0..keys), 0..span, 0..max_jitter),
-                0..12,
-            ),
+            prop::collection::vec((prop::option::of(0..keys), 0..span, 0..max_jitter), 0..12),
             1..12,
         )
         .prop_map(move |bs| {
@@ -753,14 +764,20 @@ mod tests {
     #[test]
     fn snapshot_holds_the_store_and_a_restored_duplicate_is_still_dropped() {
         let mut h = Harness::new(&["k"], 1000);
-        assert_eq!(h.push(&[k(Some(1), 1, 100), k(Some(2), 2, 100)]), vec![1, 2]);
+        assert_eq!(
+            h.push(&[k(Some(1), 1, 100), k(Some(2), 2, 100)]),
+            vec![1, 2]
+        );
         h.advance(50);
         let bytes = h.op.snapshot().unwrap();
         let mut fresh = Harness::new(&["k"], 1000);
         fresh.op.restore(&bytes).unwrap();
         fresh.wm = h.wm;
         assert_eq!(fresh.len(), 2);
-        assert_eq!(fresh.push(&[k(Some(1), 3, 900), k(Some(3), 4, 900)]), vec![4]);
+        assert_eq!(
+            fresh.push(&[k(Some(1), 3, 900), k(Some(3), 4, 900)]),
+            vec![4]
+        );
         // A checkpoint of another `within`, or damaged bytes, are refused.
         let mut other = Dedup::new(&keys(&["k"]), 999, schema()).unwrap();
         let err = other.restore(&bytes).unwrap_err().to_string();
@@ -793,7 +810,11 @@ mod tests {
         })
         .unwrap();
         let mut op = Dedup::new(&keys(&["k"]), 10, schema()).unwrap();
-        assert!(op.restore(&bytes).unwrap_err().to_string().contains("not 8"));
+        assert!(op
+            .restore(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("not 8"));
     }
 
     #[test]
@@ -809,7 +830,10 @@ mod tests {
         assert!(err(&["k"], 0).contains("longer than zero"));
         assert!(err(&["k"], -5).contains("longer than zero"));
         let e = err(&["nope"], 10);
-        assert!(e.contains("'nope' not found in dedup") && e.contains("[s, k, id]"), "{e}");
+        assert!(
+            e.contains("'nope' not found in dedup") && e.contains("[s, k, id]"),
+            "{e}"
+        );
         assert!(err(&[TIME_COLUMN], 10).contains("not found"));
         let floats = Arc::new(Schema::new(vec![
             Field::new("x", DataType::Float64, true),
