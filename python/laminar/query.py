@@ -3,9 +3,9 @@
 A query is described step by step (``filter``, ``select``, ``dedup``, ``window``,
 ``group_by``, ``agg``, ``emit``, ``join``, ``lookup``); nothing runs until
 :meth:`Stream.collect` registers it with the engine and returns a :class:`QueryResult`, a
-live handle whose rows grow as data is pushed. A windowed :class:`Query` is itself a stream of result rows, so further steps
-(another window, a filter, a join) can follow it. The exact semantics are in
-``docs/SEMANTICS.md``.
+live handle whose rows grow as data is pushed. A windowed :class:`Query` is itself a stream
+of result rows, so further steps (another window, a filter, a join) can follow it. The exact
+semantics are in ``docs/SEMANTICS.md``.
 """
 
 from __future__ import annotations
