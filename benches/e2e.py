@@ -1,11 +1,12 @@
 """End-to-end benchmark from Python: the standard workloads of WORKLOADS.md that the engine
 supports so far (A: tumbling window aggregation; B: interval join; D: sliding and session
-windows).
+windows), and ``dedup``: workload A's data through ``dedup(on="key", within="50ms")``, collected.
 
     python benches/e2e.py                  # workloads A, B and D, full size, best of 3
     python benches/e2e.py --workloads A --events 2000000 --repeat 1
     python benches/e2e.py --workloads B,D --orders 200000 --events 1000000
     python benches/e2e.py --workloads A --cores 1,2     # thread-per-core scaling
+    python benches/e2e.py --workloads dedup --repeat 1
 
 With ``--cores 1,2`` every chosen workload runs once per core count (cores=1 runs on the
 pushing thread, cores>1 on the thread-per-core runtime), and the scaling ratio against
@@ -67,6 +68,7 @@ def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
         "rows": result.num_rows,
         state: q[state],
         "late_dropped": q["late_dropped"],
+        "duplicates_dropped": q["duplicates_dropped"],
     }
 
 
@@ -117,6 +119,18 @@ def run_d_session(batches, n: int, cores: int) -> dict:
     return figures | {"checksum": int(span)}
 
 
+def run_dedup(batches, n: int, cores: int) -> dict:
+    """dedup: workload A's trades through ``dedup(on="key", within="50ms")``, every kept row
+    collected; checks that kept + duplicates + late rows add up to the events."""
+    eng = lm.Engine(cores=cores)
+    src = eng.source("trades", time="ts", watermark=lm.bounded_delay("200ms"))
+    out = src.dedup(on="key", within="50ms").collect()
+    result, figures = timed(eng, out, ((src, b) for b in batches), n, state="peak_state_rows")
+    check("dedup", "kept + duplicates + late rows",
+          figures["rows"] + figures["duplicates_dropped"] + figures["late_dropped"], n)
+    return figures | {"checksum": int(pc.sum(result["key"]).as_py())}
+
+
 def bench(title: str, run, repeat: int, cores: list, state: str = "peak_groups") -> None:
     """Runs ``run(c)`` ``repeat`` times per core count ``c``, prints every run, then the best
     one's figures per core count, the scaling ratio against cores=1 and each core's share of
@@ -139,8 +153,9 @@ def bench(title: str, run, repeat: int, cores: list, state: str = "peak_groups")
         scaling = ""
         if c != 1 and 1 in best_by_cores:
             scaling = f" scaling x{best['events_per_s'] / best_by_cores[1]['events_per_s']:.2f} vs cores=1"
+        dups = f" duplicates={best['duplicates_dropped']:,}" if best["duplicates_dropped"] else ""
         print(f"{title}, wm 200ms, cores={c}: {best['events_per_s'] / 1e6:.2f} M events/s (best of {repeat}), "
-              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']} "
+              f"rows={best['rows']:,} checksum={best['checksum']} late={best['late_dropped']}{dups} "
               f"{state}={best[state]:,} peak_rss={rss_mib():.0f} MiB{scaling}{share}")
 
 
@@ -149,7 +164,8 @@ def main() -> int:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
-    p.add_argument("--workloads", default="A,B,D", help="comma-separated subset of A,B,D (default: all)")
+    p.add_argument("--workloads", default="A,B,D",
+                   help="comma-separated subset of A,B,D,DEDUP (default: A,B,D)")
     p.add_argument("--orders", type=int, default=1_000_000, help="orders (and as many payments) for B")
     p.add_argument("--cores", default="1", help="comma-separated core counts to run each workload with, e.g. 1,2")
     args = p.parse_args()
@@ -160,14 +176,14 @@ def main() -> int:
     if not cores or min(cores) < 1:
         p.error(f"--cores takes positive ints, got {args.cores!r}")
     chosen = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
-    unknown = sorted(set(chosen) - {"A", "B", "D"})
+    unknown = sorted(set(chosen) - {"A", "B", "D", "DEDUP"})
     if unknown or not chosen:
-        p.error(f"--workloads takes A, B and/or D, got {args.workloads!r}")
+        p.error(f"--workloads takes A, B, D and/or dedup, got {args.workloads!r}")
 
     print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()} "
           f"python {platform.python_version()} laminar {lm.__version__}")
     batches = None
-    if "A" in chosen or "D" in chosen:
+    if {"A", "D", "DEDUP"} & set(chosen):
         t0 = time.perf_counter()
         batches = workload_a(args.events, args.batch)
         print(f"generated workload A: {args.events:,} events in {len(batches)} batches "
@@ -187,6 +203,9 @@ def main() -> int:
               lambda c: run_d_sliding(batches, args.events, c), args.repeat, cores)
         bench("D session gap 300ms / 1000 keys, count", lambda c: run_d_session(batches, args.events, c),
               args.repeat, cores)
+    if "DEDUP" in chosen:
+        bench("dedup on key within 50ms / 1000 keys, collect", lambda c: run_dedup(batches, args.events, c),
+              args.repeat, cores, state="peak_state_rows")
     return 0
 
 

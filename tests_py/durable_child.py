@@ -1,11 +1,12 @@
 """A durable pipeline run as a child process by ``test_durability.py``.
 
-``python durable_child.py STATE_DIR N_BATCHES CORES START [--finish OUT.arrow]``: opens the
-engine on STATE_DIR, recovers, checks that every push acknowledged before (``START - 1``, as the
-parent saw them) survived, and pushes batches START..N_BATCHES (batch k is a pure function of k, so a restarted run pushes the same data), printing
-``pushed k`` after each push returns (i.e. once it is durable). With ``--finish`` it then
-flushes and writes every result it collected to OUT.arrow. The parent kills it with SIGKILL
-at moments of its choosing.
+``python durable_child.py STATE_DIR N_BATCHES CORES START [--pipeline windows|dedup]
+[--finish OUT.arrow]``: opens the engine on STATE_DIR with that pipeline (default: windows),
+recovers, checks that every push acknowledged before (``START - 1``, as the parent saw them)
+survived, and pushes batches START..N_BATCHES (batch k is a pure function of k, so a
+restarted run pushes the same data), printing ``pushed k`` after each push returns (i.e. once
+it is durable). With ``--finish`` it then flushes and writes the pipeline's ``all`` result to
+OUT.arrow. The parent kills it with SIGKILL at moments of its choosing.
 """
 
 from __future__ import annotations
@@ -53,10 +54,34 @@ def pipeline(state_dir: str | None, cores: int, checkpoint_every: str | None = "
     return eng, src, out
 
 
+def dedup_pipeline(state_dir: str | None, cores: int,
+                   checkpoint_every: str | None = "50ms") -> tuple[lm.Engine, lm.Source, dict]:
+    """Keeps the first row per key within 300 ms (each key recurs every ~12 ms, so nearly every
+    batch has rows that duplicate a row kept in the batch before it)."""
+    eng = lm.Engine(cores=cores, state_dir=state_dir, checkpoint_every=checkpoint_every)
+    src = eng.source("events", time="ts", watermark=lm.bounded_delay("200ms"))
+    firsts = src.dedup("key", within="300ms")
+    out = {
+        # The kept rows as they go: results before the crash and after it.
+        "kept": firsts.collect("kept"),
+        # Per key, what was kept, emitted at flush: a row kept twice, or a duplicate kept
+        # because the dedup state was lost in a crash, changes it.
+        "all": firsts.window(lm.tumbling("1d")).group_by("key")
+                     .agg(n=lm.count(), total=lm.sum("value"), last=lm.max("ts"))
+                     .collect("all"),
+    }
+    return eng, src, out
+
+
+PIPELINES = {"windows": pipeline, "dedup": dedup_pipeline}
+
+
 def main() -> None:
     state_dir, n, cores, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    finish = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "--finish" else None
-    eng, src, out = pipeline(state_dir, cores)
+    flags = sys.argv[5:]
+    finish = flags[flags.index("--finish") + 1] if "--finish" in flags else None
+    make = PIPELINES[flags[flags.index("--pipeline") + 1]] if "--pipeline" in flags else pipeline
+    eng, src, out = make(state_dir, cores)
     eng.recover()
     # Every acknowledged push is durable: recovery has at least what the parent saw.
     applied = resume_from(src, start)

@@ -543,3 +543,44 @@ def lookup(
             continue
         out.append(_joined(cols, on, row, match))
     return out
+
+
+# =============================================================================================
+# Dedup
+# =============================================================================================
+
+def dedup(
+    batches: Sequence[Sequence[dict]],
+    *,
+    time: str,
+    on: Sequence[str],
+    within: int,
+    delay: int = 0,
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(kept rows in arrival order, late rows, duplicate rows) of ``s.dedup(on, within)``.
+
+    Per key (null keys compare equal) the model remembers the time ``k`` of the last row it
+    kept. Rows are judged in arrival order: a row with ``t < W`` (the watermark in force before
+    its batch: max event time seen - ``delay``) is late; otherwise it is a duplicate when its
+    key has a ``k`` with ``|t - k| < within``, else it is kept and ``k := t``. Nothing ever
+    expires here: the engine's expiry must not change any of this."""
+    wm = SourceWatermark(delay)
+    last: dict[tuple, int] = {}
+    kept: list[dict] = []
+    late: list[dict] = []
+    dups: list[dict] = []
+    for batch in batches:
+        before = wm.value
+        for row in batch:
+            t = row[time]
+            if before is not None and t < before:
+                late.append(row)
+                continue
+            key = tuple(row[c] for c in on)
+            if key in last and abs(t - last[key]) < within:
+                dups.append(row)
+                continue
+            last[key] = t
+            kept.append(row)
+        wm.advance([r[time] for r in batch])
+    return kept, late, dups

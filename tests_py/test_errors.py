@@ -196,3 +196,65 @@ def test_pandas_input_errors_name_the_column():
     s = eng.source("s", time="ts")
     with pytest.raises(errors.ColumnTypeError, match="'ts' has type (Large)?Utf8"):
         s.push(pd.DataFrame({"ts": ["2024-01-01"], "v": [1]}))
+
+
+# --- dedup -------------------------------------------------------------------------------------
+def test_dedup_unknown_column_names_the_columns_that_exist():
+    declaring_fails(lambda s: s.dedup("nope", within="1s"),
+                    errors.ColumnNotFoundError, "'nope' not found in dedup.*available columns: \\[ts, key, name, value\\]")
+    declaring_fails(lambda s: s.dedup(["key", "nope"], within="1s"), errors.ColumnNotFoundError, "'nope'")
+    # without a declared schema the first push finds it, and applies nothing
+    eng = lm.Engine()
+    s = eng.source("s", time="ts")
+    s.dedup("nope", within="1s").collect()
+    with pytest.raises(errors.ColumnNotFoundError, match="nope"):
+        s.push(good())
+    assert eng.metrics()["sources"]["s"]["rows"] == 0
+
+
+@pytest.mark.parametrize("on", [[], "", (), ["key", ""], 5, None, ["key", "key"]])
+def test_dedup_needs_key_columns(on):
+    _, s = engine_with_source()
+    with pytest.raises(errors.QueryError, match="dedup\\(\\) on="):
+        s.dedup(on, within="1s")
+
+
+@pytest.mark.parametrize("within, match", [
+    (0, "longer than zero"), ("0s", "longer than zero"), ("-1s", "cannot read"), (-5, "negative"),
+    ("soon", "cannot read 'soon'"), ("1500us", "whole number of milliseconds"), (1.5, "expected a"),
+    (True, "expected a duration"),
+])
+def test_dedup_within_must_be_a_positive_duration(within, match):
+    _, s = engine_with_source()
+    with pytest.raises(errors.DurationError, match=f"dedup within.*{match}"):
+        s.dedup("key", within=within)
+    assert issubclass(errors.DurationError, ValueError)
+
+
+def test_dedup_within_is_required():
+    _, s = engine_with_source()
+    with pytest.raises(errors.QueryError, match="needs within="):
+        s.dedup("key", within=None)
+    with pytest.raises(TypeError):
+        s.dedup("key")
+
+
+def test_dedup_float_key_rejected():
+    declaring_fails(lambda s: s.dedup("value", within="1s"),
+                    errors.ColumnTypeError, "'value' has type Float64, but dedup keys must be integers")
+
+
+def test_dedup_over_updating_window_results_is_refused():
+    declaring_fails(lambda s: s.window(lm.tumbling("1s")).group_by("key").agg(n=lm.count())
+                    .emit(lm.on_update()).dedup("key", within="1s"),
+                    errors.QueryError, "dedup over window results needs the window to emit final rows")
+
+
+def test_dedup_plan_with_bad_within_is_refused_by_the_engine_too():
+    """The engine checks the plan itself (a plan need not come from the Python builder)."""
+    eng, s = engine_with_source()
+    step = {"op": "dedup", "on": ["key"], "within_ms": 0}
+    with pytest.raises(errors.QueryError, match="within must be longer than zero"):
+        s._then(step).collect()
+    with pytest.raises(errors.QueryError, match="at least one key column"):
+        s._then({"op": "dedup", "on": [], "within_ms": 5}).collect()

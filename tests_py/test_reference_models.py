@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference import (
-    FINAL_MODELS, canonical, emit_changelog, emit_final, emit_on_update, emit_on_window_close,
+    FINAL_MODELS, canonical, dedup, emit_changelog, emit_final, emit_on_update, emit_on_window_close,
     fold_changelog, interval_join, join_columns, last_per_window, lookup, session, sessions_of,
     sliding, sliding_starts, split, trace_late, tumbling, window_states, window_trace,
 )
@@ -345,3 +345,35 @@ def test_lookup_model():
                     {"ts": 2, "k": 2, "name": "s2", "name_right": None, "px": None},
                     {"ts": 3, "k": None, "name": "s3", "name_right": None, "px": None}]
     assert lookup(stream, table, on=["k"], how="inner") == left[:1]
+
+
+# --- dedup -------------------------------------------------------------------------------------
+def D(t, k, i):
+    return {"ts": t, "k": k, "i": i}
+
+
+def ids(rows_):
+    return [r["i"] for r in rows_]
+
+
+def test_dedup_model_keeps_rows_at_least_within_from_the_last_kept():
+    # within 10: 1 kept (k=100); 2 dup; 3 kept (|111-100| = 11); 4 dup of 3 (not of 1);
+    # 5 out of order, |103-111| = 8: dup; 6 exactly within of 3: kept; None is a key too.
+    batch = [D(100, "a", 1), D(105, "a", 2), D(111, "a", 3), D(115, "a", 4), D(103, "a", 5),
+             D(121, "a", 6), D(100, None, 7), D(101, None, 8), D(101, "b", 9)]
+    kept, late, dups = dedup([batch], time="ts", on=["k"], within=10)
+    assert ids(kept) == [1, 3, 6, 7, 9] and ids(dups) == [2, 4, 5, 8] and late == []
+
+
+def test_dedup_model_late_rows_are_judged_against_the_watermark_before_the_batch():
+    # delay 5: after the first batch W = 195; 190 is late (and sets nothing), 195 is on time
+    # although it is within 10 of nothing; 196 is a dup of 195.
+    b1 = [D(100, "a", 1), D(200, "b", 2)]
+    b2 = [D(190, "c", 3), D(195, "c", 4), D(196, "c", 5), D(300, "a", 6), D(199, "a", 7)]
+    kept, late, dups = dedup([b1, b2], time="ts", on=["k"], within=10, delay=5)
+    assert ids(kept) == [1, 2, 4, 6, 7] and ids(late) == [3] and ids(dups) == [5]
+    # compound keys compare every column
+    rows_ = [{"ts": 1, "a": 1, "b": "x", "i": 1}, {"ts": 2, "a": 1, "b": "y", "i": 2},
+             {"ts": 3, "a": 1, "b": "x", "i": 3}]
+    kept, _, dups = dedup([rows_], time="ts", on=["a", "b"], within=5)
+    assert ids(kept) == [1, 2] and ids(dups) == [3]

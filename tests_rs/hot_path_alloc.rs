@@ -5,7 +5,9 @@
 //! - the disruptor: publish (single and batch of 64) and the consumer's handler: none;
 //! - the reactor's per-batch path for a steady-state tumbling window (all groups exist, no
 //!   window closes): the allocations of one batch do not grow with its rows (a 10,000-row
-//!   batch allocates no more than a 100-row one), so nothing is allocated per event.
+//!   batch allocates no more than a 100-row one), so nothing is allocated per event;
+//! - the same for a steady-state dedup (every key held in its `MemStore`; rows either
+//!   duplicates or kept, a kept row overwriting its key's time in place).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -271,5 +273,72 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
         reactor.take_output(0).len(),
         0,
         "no window closed during the measurement"
+    );
+}
+
+#[test]
+fn the_reactor_does_not_allocate_per_event_in_a_steady_dedup() {
+    let plan = QueryPlan::from_json(
+        r#"{"inputs": ["s"], "ops": [{"op": "dedup", "on": ["key"], "within_ms": 60}]}"#,
+    )
+    .unwrap();
+    let schemas = HashMap::from([(
+        "s".to_string(),
+        SourceSchema {
+            stream: stream_batch(1, 0, 1).schema(),
+            time_type: DataType::Int64,
+        },
+    )]);
+    let compiled = compile(&plan, &schemas, &Default::default()).unwrap();
+    let mut reactor = Reactor::new(16);
+    reactor.add_query(&[0], compiled.graph);
+    let budget = Budget::default();
+    let keys = 1000;
+    let run = |reactor: &mut Reactor, b: RecordBatch| {
+        reactor.run(
+            CoreMessage::Data {
+                source: 0,
+                batch: b,
+            },
+            budget,
+        )
+    };
+    // Warm-up: every key is held and the key buffer has grown to the largest batch. The
+    // watermark stays at 0, so nothing expires and no row is late.
+    reactor
+        .run(CoreMessage::Watermark { source: 0, ts: 0 }, budget)
+        .unwrap();
+    for i in 0..5 {
+        run(&mut reactor, stream_batch(10_000, i * 100, keys)).unwrap();
+    }
+    reactor.take_output(0);
+    // Each key's time moves by 100 >= within from batch to batch: its first row in a batch
+    // is kept (a put over its 8 bytes), the others are duplicates (in the big batch at the
+    // same time, in the small ones of 50 keys 50 ms later), so every batch is filtered.
+    let mut per_batch = |b: RecordBatch| {
+        let (r, n) = allocations(|| run(&mut reactor, b));
+        r.unwrap();
+        n
+    };
+    let a_small = per_batch(stream_batch(100, 1_000, 50));
+    let a_big = per_batch(stream_batch(10_000, 1_100, keys));
+    let a_small2 = per_batch(stream_batch(100, 1_200, 50));
+    assert!(
+        a_big <= a_small.max(a_small2) + 2,
+        "a 10,000-row batch made {a_big} allocations, a 100-row one {a_small}/{a_small2}: something allocates per row"
+    );
+    eprintln!(
+        "dedup allocations per batch: 100 rows {a_small}, 10,000 rows {a_big}, 100 rows {a_small2}"
+    );
+    assert!(a_big < 50, "{a_big} allocations for one batch");
+    let kept: usize = reactor
+        .take_output(0)
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(
+        kept,
+        50 + 1000 + 50,
+        "each key's first row per batch is kept"
     );
 }

@@ -399,7 +399,8 @@ class Engine:
 
     def metrics(self) -> dict:
         """Counters: per source (rows, watermark, idle, dropped rows, ...) and per query (rows
-        in/out, late rows dropped or side-output, open windows, live and peak groups, ...;
+        in/out, late rows dropped or side-output, open windows, live and peak groups, rows held
+        in join or dedup state, duplicates dropped, ...;
         summed over cores, with how each input is spread over them). With ``cores > 1`` also
         ``cores`` (per core: rows and batches processed, queue depth, credits in use, whether
         pinned or backpressured, busy seconds) and ``backpressure`` (policy, credits acquired,

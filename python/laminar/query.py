@@ -1,11 +1,11 @@
 """The lazy query builder and live result handles.
 
-A query is described step by step (``filter``, ``select``, ``window``, ``group_by``, ``agg``,
-``emit``, ``join``, ``lookup``); nothing runs until :meth:`Stream.collect` registers it with
-the engine and returns a :class:`QueryResult`, a live handle whose rows grow as data is
-pushed. A windowed :class:`Query` is itself a stream of result rows, so further steps
-(another window, a filter, a join) can follow it. The exact semantics are in
-``docs/SEMANTICS.md``.
+A query is described step by step (``filter``, ``select``, ``dedup``, ``window``,
+``group_by``, ``agg``, ``emit``, ``join``, ``lookup``); nothing runs until
+:meth:`Stream.collect` registers it with the engine and returns a :class:`QueryResult`, a
+live handle whose rows grow as data is pushed. A windowed :class:`Query` is itself a stream
+of result rows, so further steps (another window, a filter, a join) can follow it. The exact
+semantics are in ``docs/SEMANTICS.md``.
 """
 
 from __future__ import annotations
@@ -127,6 +127,30 @@ class Stream(_Plan):
         if not out:
             raise QueryError("select() needs at least one column")
         return self._then({"op": "select", "columns": out})
+
+    def dedup(self, on: Union[str, Sequence[str]], within: Duration) -> "Stream":
+        """Drops duplicate rows: a row is dropped when the last row *kept* with the same ``on``
+        key is less than ``within`` away from it in event time (either direction); otherwise it
+        is kept and becomes its key's reference. Rows pass through unchanged (same columns);
+        null keys count as equal. ::
+
+            clicks = eng.source("clicks", time="ts", watermark=lm.bounded_delay("1s"))
+            firsts = clicks.dedup(on=["user", "url"], within="10s")
+            per_min = firsts.window(lm.tumbling("1m")).group_by("url").agg(n=lm.count())
+
+        ``on``: a column name or a list of them (integers, strings, booleans, dates or
+        timestamps). ``within``: a duration such as ``"10s"`` or int milliseconds, > 0. Rows
+        behind the watermark are late: dropped and counted as ``late_dropped`` in
+        ``Engine.metrics()`` (duplicates as ``duplicates_dropped``). The state per key is
+        dropped once the watermark has passed it by ``within``, so it stays bounded. With
+        several cores, rows are routed by the ``on`` keys. Semantics: ``docs/SEMANTICS.md``,
+        "Dedup".
+        """
+        keys = _key_list(on, "dedup()")
+        if within is None:
+            raise QueryError("dedup() needs within=, a duration such as '10s' or int milliseconds")
+        within_ms = to_millis(within, "dedup within", allow_zero=False)
+        return self._then({"op": "dedup", "on": keys, "within_ms": within_ms})
 
     def window(self, window: Window, *, allowed_lateness: Duration = 0, late: str = "drop") -> "WindowedStream":
         """Assigns rows to event-time windows.

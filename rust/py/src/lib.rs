@@ -578,6 +578,7 @@ impl PyEngine {
             d.set_item("peak_groups", m.operators.peak_groups)?;
             d.set_item("state_rows", m.operators.state_rows)?;
             d.set_item("peak_state_rows", m.operators.peak_state_rows)?;
+            d.set_item("duplicates_dropped", m.operators.duplicates_dropped)?;
             qs.set_item(q.name, d)?;
         }
         out.set_item("sources", src)?;

@@ -1,14 +1,15 @@
 //! Where a query's rows may run: which source columns its rows must be routed by so that every
 //! piece of keyed state lives on one core.
 //!
-//! A stateful step (a window's group-by keys, a join's `on` keys) needs all rows with equal
-//! keys on one core. Routing by a set `P` of source columns satisfies a step with keys `K`
-//! when `P` is a subset of `K` traced back to the source (equal `K` then implies equal `P`).
-//! So `P` is the intersection of every stateful step's keys, traced through the steps before
-//! it: a filter keeps names, a select keeps only plain column references (renames
-//! followed), a window keeps its keys, a join keeps the left side's names, a lookup keeps the
-//! stream's. The right side of a join is routed by the right-side columns paired with `P`
-//! through the join's `on`, which hash alike because their types must match.
+//! A stateful step (a window's group-by keys, a join's or a dedup's `on` keys) needs all rows
+//! with equal keys on one core. Routing by a set `P` of source columns satisfies a step with
+//! keys `K` when `P` is a subset of `K` traced back to the source (equal `K` then implies
+//! equal `P`). So `P` is the intersection of every stateful step's keys, traced through the
+//! steps before it: a filter keeps names, a select keeps only plain column references
+//! (renames followed), a window keeps its keys, a join keeps the left side's names, a lookup
+//! and a dedup keep the stream's. The right side of a join is routed by the right-side
+//! columns paired with `P` through the join's `on`, which hash alike because their types
+//! must match.
 //!
 //! - no stateful step: [`Partitioning::Even`], rows may go anywhere;
 //! - a non-empty `P`: [`Partitioning::Keys`];
@@ -91,6 +92,7 @@ fn step(op: &OpSpec, lin: &mut Lineage, cons: &mut Vec<BTreeSet<String>>) {
                 .filter_map(|k| lin.get(k).map(|s| (k.clone(), s.clone())))
                 .collect();
         }
+        OpSpec::Dedup { on, .. } => cons.push(trace(lin, on)),
         OpSpec::Join { .. } => {}
     }
 }
@@ -253,6 +255,27 @@ mod tests {
                 {{"op": "window_aggregate", {W}, "keys": ["s"]}}]}}"#
         ));
         assert_eq!(renamed, vec![Partitioning::Keys(vec![1])]);
+    }
+
+    #[test]
+    fn dedup_routes_by_its_keys_like_a_window() {
+        let alone = plan(
+            r#"{"inputs": ["trades"], "ops": [
+                {"op": "dedup", "on": ["venue", "sym"], "within_ms": 50}]}"#,
+        );
+        assert_eq!(alone, vec![Partitioning::Keys(vec![1, 2])]);
+        let then_window = plan(&format!(
+            r#"{{"inputs": ["trades"], "ops": [
+                {{"op": "dedup", "on": ["sym", "venue"], "within_ms": 50}},
+                {{"op": "window_aggregate", {W}, "keys": ["sym"]}}]}}"#
+        ));
+        assert_eq!(then_window, vec![Partitioning::Keys(vec![1])]);
+        let disjoint = plan(&format!(
+            r#"{{"inputs": ["trades"], "ops": [
+                {{"op": "dedup", "on": ["venue"], "within_ms": 50}},
+                {{"op": "window_aggregate", {W}, "keys": ["sym"]}}]}}"#
+        ));
+        assert_eq!(disjoint, vec![Partitioning::Single(1)]);
     }
 
     #[test]

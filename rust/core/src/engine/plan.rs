@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::operator::aggregate::AggSpec;
+use crate::operator::dedup::Dedup;
 use crate::operator::emit::EmitSpec;
 use crate::operator::expr::Expr;
 use crate::operator::filter::Filter;
@@ -89,6 +90,14 @@ pub enum OpSpec {
         #[serde(default)]
         how: LookupKind,
     },
+    /// Drop rows whose key was kept less than `within_ms` before (or after) them in event
+    /// time (`docs/SEMANTICS.md`, "Dedup").
+    Dedup {
+        /// Key columns.
+        on: Vec<String>,
+        /// The event-time distance below which a row of a kept key is a duplicate (ms, > 0).
+        within_ms: i64,
+    },
 }
 
 impl OpSpec {
@@ -99,6 +108,7 @@ impl OpSpec {
             OpSpec::WindowAggregate { .. } => "window aggregate",
             OpSpec::Join { .. } => "join",
             OpSpec::Lookup { .. } => "lookup",
+            OpSpec::Dedup { .. } => "dedup",
         }
     }
 
@@ -332,6 +342,14 @@ impl Builder<'_> {
                     .get(table)
                     .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{table}'")))?;
                 (Box::new(LookupJoin::new(t, on, *how, input)?), None)
+            }
+            OpSpec::Dedup { on, within_ms } => {
+                if !b.append_only {
+                    return Err(Error::InvalidPlan(
+                        "dedup over window results needs the window to emit final rows: use .emit(lm.final()) there (or on_window_close() without allowed lateness)".into(),
+                    ));
+                }
+                (Box::new(Dedup::new(on, *within_ms, input)?), None)
             }
         };
         if op.late_side_output() {

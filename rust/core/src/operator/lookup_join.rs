@@ -73,6 +73,19 @@ impl KeyEncoder {
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
         Ok(self.converter.convert_columns(columns)?)
     }
+
+    /// An empty key buffer for [`encode_into`](Self::encode_into), reused batch after batch.
+    pub fn empty_rows(&self) -> Rows {
+        self.converter.empty_rows(0, 0)
+    }
+
+    /// The keys of `columns`' rows into `rows` (made by this encoder's
+    /// [`empty_rows`](Self::empty_rows)), replacing what it held: once its buffers have grown
+    /// to the largest batch, encoding allocates nothing.
+    pub fn encode_into(&self, columns: &[ArrayRef], rows: &mut Rows) -> Result<()> {
+        rows.clear();
+        Ok(self.converter.append(rows, columns)?)
+    }
 }
 
 /// Where a key's latest row is (chunk, row) and the processing time it was loaded.

@@ -10,6 +10,7 @@
 //! keep that column (projections carry it along); results leave the engine without it.
 
 pub mod aggregate;
+pub mod dedup;
 pub mod emit;
 pub mod expr;
 pub mod filter;
@@ -42,7 +43,8 @@ pub struct TimerPayload {
 /// Counters an operator keeps about itself (cheap to read at any time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OperatorMetrics {
-    /// Rows that arrived after their window had closed and were dropped.
+    /// Rows that arrived too late (after their window had closed; at a dedup step, behind the
+    /// watermark) and were dropped.
     pub late_dropped: u64,
     /// Rows that arrived after their window had closed and went to the late side output.
     pub late_side_output: u64,
@@ -52,13 +54,16 @@ pub struct OperatorMetrics {
     pub live_groups: u64,
     /// Largest number of groups held at once.
     pub peak_groups: u64,
-    /// Rows held in join state (both sides) or in a lookup table.
+    /// Rows held in join state (both sides), in a lookup table, or keys held by a dedup step.
     pub state_rows: u64,
-    /// Largest number of rows held in join state at once.
+    /// Largest number of rows (or dedup keys) held in state at once.
     pub peak_state_rows: u64,
+    /// Rows a dedup step dropped because their key was kept less than `within` before.
+    pub duplicates_dropped: u64,
 }
 
-/// The counters as a fixed array, in field order (for checkpoints).
+/// The window and join counters as a fixed array, in field order (for their checkpoints;
+/// `duplicates_dropped` is not among them: only dedup counts it, and saves it itself).
 pub(crate) fn metrics_to_array(m: &OperatorMetrics) -> [u64; 7] {
     [
         m.late_dropped,
@@ -81,6 +86,7 @@ pub(crate) fn metrics_from_array(a: [u64; 7]) -> OperatorMetrics {
         peak_groups: a[4],
         state_rows: a[5],
         peak_state_rows: a[6],
+        duplicates_dropped: 0,
     }
 }
 
@@ -94,6 +100,7 @@ impl OperatorMetrics {
         self.peak_groups += other.peak_groups;
         self.state_rows += other.state_rows;
         self.peak_state_rows += other.peak_state_rows;
+        self.duplicates_dropped += other.duplicates_dropped;
     }
 }
 

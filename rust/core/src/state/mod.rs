@@ -3,7 +3,7 @@
 //! What this module owns:
 //! - [`StateStore`] ([`store`]): ordered byte keys to byte values — `get` / `put` / `delete`,
 //!   prefix and range scans in key order, `snapshot` / `restore`. Operators see
-//!   `&mut dyn StateStore`.
+//!   `dyn StateStore` (the dedup operator owns a `Box<dyn StateStore>` for its keyed state).
 //! - [`MemStore`] ([`memory`]): an ordered map on the heap, for state that fits in memory.
 //! - [`MmapStore`] ([`mmap`]): large state in a memory-mapped, hash-indexed, sorted file,
 //!   with an in-memory overlay of recent writes and atomic compaction into a new file.
