@@ -7,12 +7,14 @@
 //! group keys do); its value is `k` as 8 little-endian bytes.
 //!
 //! Per batch (`docs/SEMANTICS.md`, "Dedup"): the key columns are encoded once, vectorised,
-//! into a reused buffer ([`KeyEncoder::encode_into`]); then each row, in row order, costs one
-//! `get`: a row with `t < W` (the watermark in force before the batch) is late (dropped,
-//! counted); a row whose key has a `k` with `|t - k| < within` is a duplicate (dropped,
-//! counted); any other row is kept and its key's `k` becomes `t` (one `put`, which for a key
-//! already held overwrites the 8 bytes in place in a `MemStore`). The kept rows leave as one
-//! `filter_record_batch` of the batch (the batch itself when every row is kept), unchanged.
+//! into a reused buffer ([`KeyEncoder::encode_into`]); then the rows are judged in row order:
+//! a row with `t < W` (the watermark in force before the batch) is late (dropped, counted); a
+//! row whose key has a `k` with `|t - k| < within` is a duplicate (dropped, counted); any
+//! other row is kept and its key's `k` becomes `t`. Each distinct key of the batch is read
+//! from the store once, into a slot found by a hash probe (`BatchKeys`), and written back
+//! once after the batch if a kept row changed it (for a key already held, a `MemStore`
+//! overwrites the 8 bytes in place). The kept rows leave as one `filter_record_batch` of the
+//! batch (the batch itself when every row is kept), unchanged.
 //!
 //! Expiry: an entry with `k + within <= W` can never match a non-late row again (such a row
 //! has `t >= W >= k + within`), so deleting it changes no result. The store is swept — one
@@ -37,6 +39,8 @@
 //! already holds, scan the whole store on every batch, or emit a row it judged late or
 //! duplicate. It knows nothing about cores: the engine routes equal keys to one core.
 
+use std::hash::BuildHasher;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
@@ -44,6 +48,7 @@ use arrow_buffer::BooleanBufferBuilder;
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::SchemaRef;
 use arrow_select::filter::filter_record_batch;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::lookup_join::{key_indices, KeyEncoder};
 use super::snapshot::{decode, encode};
@@ -113,6 +118,71 @@ pub struct Dedup {
     rows: Rows,
     expired: Vec<u8>,
     expired_ends: Vec<usize>,
+    batch_keys: BatchKeys,
+}
+
+/// The keys one batch touches, each read from the store once and written back once.
+///
+/// A batch usually holds several rows per key (workload A: ten), and a store lookup costs far
+/// more than a hash probe (an ordered store compares key bytes at every level). So the first
+/// row of a key reads its `k` from the store into a slot, later rows of that key in the batch
+/// read and update the slot, and the slots that changed are written back after the batch.
+/// The rule sees exactly the `k` it would see with one store access per row, because within
+/// a batch only this operator touches the store, row after row.
+#[derive(Default)]
+struct BatchKeys {
+    hasher: DefaultHashBuilder,
+    /// Slot numbers, by the hash of the key's bytes.
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
+}
+
+/// A key of the batch: the row it was first seen in (its bytes are that row's), its current
+/// `k`, and whether a kept row changed `k`.
+#[derive(Clone, Copy)]
+struct Slot {
+    row: u32,
+    k: Option<i64>,
+    changed: bool,
+}
+
+impl BatchKeys {
+    fn clear(&mut self) {
+        self.table.clear();
+        self.slots.clear();
+    }
+
+    /// The slot of the key of row `i`, read from `store` the first time the batch meets it.
+    fn slot(&mut self, rows: &Rows, i: usize, store: &dyn StateStore) -> Result<&mut Slot> {
+        let key = rows.row(i);
+        let key = key.data();
+        let h = self.hasher.hash_one(key);
+        let BatchKeys {
+            hasher,
+            table,
+            slots,
+        } = self;
+        let found = table.find(h, |&s| {
+            rows.row(slots[s as usize].row as usize).data() == key
+        });
+        let s = match found {
+            Some(&s) => s as usize,
+            None => {
+                let k = store.get(key).map(read_k).transpose()?;
+                let s = slots.len();
+                slots.push(Slot {
+                    row: i as u32,
+                    k,
+                    changed: false,
+                });
+                table.insert_unique(h, s as u32, |&x| {
+                    hasher.hash_one(rows.row(slots[x as usize].row as usize).data())
+                });
+                s
+            }
+        };
+        Ok(&mut slots[s])
+    }
 }
 
 impl Dedup {
@@ -188,6 +258,7 @@ impl Dedup {
             rows,
             expired: Vec::new(),
             expired_ends: Vec::new(),
+            batch_keys: BatchKeys::default(),
         })
     }
 
@@ -262,25 +333,28 @@ impl Operator for Dedup {
         let within = self.within.unsigned_abs();
         let mut keep = BooleanBufferBuilder::new(n);
         let mut kept = 0usize;
+        self.batch_keys.clear();
         for (i, &t) in times.iter().enumerate() {
             if wm.is_some_and(|w| t < w) {
                 self.late_dropped += 1;
                 keep.append(false);
                 continue;
             }
-            let key = self.rows.row(i);
-            let key = key.data();
-            let duplicate = match self.store.get(key) {
-                Some(v) => t.abs_diff(read_k(v)?) < within,
-                None => false,
-            };
-            if duplicate {
+            let slot = self.batch_keys.slot(&self.rows, i, self.store.as_ref())?;
+            if slot.k.is_some_and(|k| t.abs_diff(k) < within) {
                 self.duplicates_dropped += 1;
                 keep.append(false);
             } else {
-                self.store.put(key, &t.to_le_bytes());
+                slot.k = Some(t);
+                slot.changed = true;
                 keep.append(true);
                 kept += 1;
+            }
+        }
+        for slot in self.batch_keys.slots.iter().filter(|s| s.changed) {
+            if let Some(k) = slot.k {
+                self.store
+                    .put(self.rows.row(slot.row as usize).data(), &k.to_le_bytes());
             }
         }
         self.peak_keys = self.peak_keys.max(self.store.len() as u64);
