@@ -48,9 +48,9 @@ def check(workload: str, what: str, got, want) -> None:
 def timed(eng, out, pushes, events: int, state: str = "peak_groups") -> tuple:
     """Runs the pushes ((source, batch) pairs) and the final flush under the clock. Returns the
     collected table and the run's figures; the caller checks the table and adds its checksum."""
-    # An engine and its sources and results refer to each other, so only the cycle collector
-    # frees earlier runs' engines: without this their state and results stayed in memory until
-    # a full collection, and each run paid for fresh pages (runs got slower one after another).
+    # Every run starts from the same memory: nothing of earlier runs waits for the cycle
+    # collector (when engines were kept alive by a reference cycle, each run paid for fresh
+    # pages and runs got slower one after another).
     gc.collect()
     start = time.perf_counter()
     for src, b in pushes:

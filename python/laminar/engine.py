@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import threading
+import weakref
 from typing import Any, Callable, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -137,10 +138,15 @@ class Engine:
             wal_disk_budget=_wal_disk_budget,
         )
         self.state_dir = state_dir
-        self._sources: dict[str, Source] = {}
-        self._results: dict[str, QueryResult] = {}
+        # The engine refers to its sources and results weakly (they refer to it): no
+        # reference cycle, so a dropped engine is freed, its core threads stopped, at once
+        # rather than at the next full run of the cycle collector. What it must keep (names,
+        # specs, tables, callbacks) it holds as plain data.
+        self._source_specs: dict[str, dict] = {}
+        self._sources: "weakref.WeakValueDictionary[str, Source]" = weakref.WeakValueDictionary()
+        self._results: "weakref.WeakValueDictionary[str, QueryResult]" = weakref.WeakValueDictionary()
+        self._query_names: set[str] = set()
         self._tables: dict[str, LookupTable] = {}
-        self._sinks: dict[str, SinkHandle] = {}
         self._callbacks: dict[str, Callback] = {}
         self._delivery = threading.RLock()
         self._delivering = False
@@ -174,7 +180,7 @@ class Engine:
         """
         if not isinstance(name, str) or not name:
             raise QueryError(f"a source needs a non-empty name, got {name!r}")
-        if name in self._sources:
+        if name in self._source_specs:
             raise NameConflictError(f"source '{name}' already exists")
         if not isinstance(time, str) or not time:
             raise QueryError(f"time= names the event-time column, got {time!r}")
@@ -193,16 +199,20 @@ class Engine:
             schema=schema,
         )
         self._check_open()
-        self._native.add_source(name, **spec)
-        src = Source(self, name, spec)
-        self._sources[name] = src
-        return src
+        return self._declare(name, spec)
 
     def _declare(self, name: str, spec: dict) -> "Source":
-        """Re-declares a source from another engine's spec (used by :func:`laminar.run`)."""
+        """Declares source ``name`` with ``spec`` (also used by :func:`laminar.run` to copy
+        another engine's sources)."""
         self._native.add_source(name, **spec)
-        src = Source(self, name, spec)
-        self._sources[name] = src
+        self._source_specs[name] = spec
+        return self._source(name)
+
+    def _source(self, name: str) -> "Source":
+        """The handle of declared source ``name`` (a new one if the last was dropped)."""
+        src = self._sources.get(name)
+        if src is None:
+            src = self._sources[name] = Source(self, name, self._source_specs[name])
         return src
 
     # --- lookup tables ---------------------------------------------------------------------
@@ -269,8 +279,9 @@ class Engine:
     # --- queries ---------------------------------------------------------------------------
     def _add_query(self, name: Optional[str], plan: dict, *, late: bool) -> QueryResult:
         self._check_open()
-        name = _name_for(name, "q", self._names, {**self._results, **self._sinks})
+        name = _name_for(name, "q", self._names, self._query_names)
         self._native.add_query(name, json.dumps(plan))
+        self._query_names.add(name)
         result = QueryResult(self, name, has_late_output=late)
         self._results[name] = result
         return result
@@ -278,16 +289,15 @@ class Engine:
     def _add_sink(self, name: Optional[str], plan: dict, target: object, *, late: bool) -> SinkHandle:
         self._check_open()
         target = check_target(target)
-        name = _name_for(name, "q", self._names, {**self._results, **self._sinks})
+        name = _name_for(name, "q", self._names, self._query_names)
         self._native.add_query(name, json.dumps(plan))
+        self._query_names.add(name)
         if isinstance(target, FileTarget):
             self._native.add_file_sink(name, name, target.path, target.format, target.disk_budget)
         else:
             self._native.add_callback_sink(name, name)
             self._callbacks[name] = target
-        handle = SinkHandle(self, name, target, late)
-        self._sinks[name] = handle
-        return handle
+        return SinkHandle(self, name, target, late)
 
     def _deliver(self) -> None:
         """Runs callback sinks on the epochs committed so far (never re-entered: a callback
@@ -413,10 +423,10 @@ class Engine:
     @property
     def sources(self) -> dict[str, "Source"]:
         """The declared sources by name."""
-        return dict(self._sources)
+        return {name: self._source(name) for name in self._source_specs}
 
     def __repr__(self) -> str:
-        return f"<laminar.Engine sources={list(self._sources)} queries={list(self._results)}>"
+        return f"<laminar.Engine sources={list(self._source_specs)} queries={sorted(self._query_names)}>"
 
 
 class Source(Stream):
@@ -424,7 +434,7 @@ class Source(Stream):
     like on any :class:`~laminar.query.Stream`."""
 
     def __init__(self, engine: Engine, name: str, spec: dict) -> None:
-        super().__init__(engine, (self,), ())
+        super().__init__(engine, (), ())
         self.name = name
         self._spec = spec
 
@@ -473,7 +483,8 @@ class LookupTable:
 
     def __init__(self, engine: Engine, name: str, on: list[str], loader: Optional[Callable[[pa.Table], Any]],
                  ttl_ms: Optional[int], data: Any):
-        self._engine = engine
+        # Weak: the engine holds its tables (their loaders run on its pushes).
+        self._engine_ref = weakref.ref(engine)
         self.name = name
         self.on = on
         self.loader = loader
@@ -488,7 +499,10 @@ class LookupTable:
 
     def update(self, data: Any) -> None:
         """Replaces every row of the table (same as ``Engine.update_table(name, data)``)."""
-        self._engine.update_table(self.name, data)
+        engine = self._engine_ref()
+        if engine is None:
+            raise EngineClosedError(f"the engine of lookup table '{self.name}' no longer exists")
+        engine.update_table(self.name, data)
 
     def __repr__(self) -> str:
         return f"<laminar.LookupTable {self.name!r} on={self.on}>"

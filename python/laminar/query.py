@@ -62,10 +62,16 @@ class _Plan:
     def __init__(self, engine: "Engine", inputs: tuple["Source", ...], ops: tuple[dict, ...],
                  joined: tuple[tuple["Source", ...], ...] = ()):
         self._engine = engine
-        self._inputs = inputs
+        # Empty for a Source, which is its own input (not stored: that would be a reference
+        # cycle, and keep a dropped engine alive until the cycle collector runs).
+        self._input_sources = inputs
         self._ops = ops
         # The sources each join step adds (the plan names them inside the step).
         self._joined = joined
+
+    @property
+    def _inputs(self) -> tuple["Source", ...]:
+        return self._input_sources or (self,)  # type: ignore[return-value]
 
     def plan(self) -> dict:
         """The plan as the engine receives it (a JSON-compatible dict)."""
