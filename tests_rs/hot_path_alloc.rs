@@ -199,15 +199,9 @@ fn stream_batch(rows: usize, start_ts: i64, keys: i64) -> RecordBatch {
     .unwrap()
 }
 
-#[test]
-fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
-    let plan = QueryPlan::from_json(
-        r#"{"inputs": ["s"], "ops": [{"op": "window_aggregate",
-            "window": {"kind": "tumbling", "size_ms": 1000000}, "keys": ["key"],
-            "aggs": [{"name": "n", "func": "count"}, {"name": "total", "func": "sum", "column": "value"},
-                     {"name": "hi", "func": "max", "column": "value"}]}]}"#,
-    )
-    .unwrap();
+/// A reactor running one query, `plan` (JSON), over source `s` of [`stream_batch`]'s schema.
+fn reactor_with(plan: &str) -> Reactor {
+    let plan = QueryPlan::from_json(plan).unwrap();
     let schemas = HashMap::from([(
         "s".to_string(),
         SourceSchema {
@@ -218,6 +212,17 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
     let compiled = compile(&plan, &schemas, &Default::default()).unwrap();
     let mut reactor = Reactor::new(16);
     reactor.add_query(&[0], compiled.graph);
+    reactor
+}
+
+#[test]
+fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
+    let mut reactor = reactor_with(
+        r#"{"inputs": ["s"], "ops": [{"op": "window_aggregate",
+            "window": {"kind": "tumbling", "size_ms": 1000000}, "keys": ["key"],
+            "aggs": [{"name": "n", "func": "count"}, {"name": "total", "func": "sum", "column": "value"},
+                     {"name": "hi", "func": "max", "column": "value"}]}]}"#,
+    );
     let budget = Budget::default();
     let keys = 1000;
     // Warm-up: every group exists and every scratch buffer has grown to the largest batch.
@@ -278,20 +283,9 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
 
 #[test]
 fn the_reactor_does_not_allocate_per_event_in_a_steady_dedup() {
-    let plan = QueryPlan::from_json(
+    let mut reactor = reactor_with(
         r#"{"inputs": ["s"], "ops": [{"op": "dedup", "on": ["key"], "within_ms": 60}]}"#,
-    )
-    .unwrap();
-    let schemas = HashMap::from([(
-        "s".to_string(),
-        SourceSchema {
-            stream: stream_batch(1, 0, 1).schema(),
-            time_type: DataType::Int64,
-        },
-    )]);
-    let compiled = compile(&plan, &schemas, &Default::default()).unwrap();
-    let mut reactor = Reactor::new(16);
-    reactor.add_query(&[0], compiled.graph);
+    );
     let budget = Budget::default();
     let keys = 1000;
     let run = |reactor: &mut Reactor, b: RecordBatch| {
