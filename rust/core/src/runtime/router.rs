@@ -5,8 +5,8 @@
 //! value, floats by normalised bits, booleans, strings and binaries by their bytes,
 //! dictionaries as their values; anything else through the arrow-row encoding). Rows
 //! with a null key hash to one fixed value. Column hashes are combined per row, and a row goes
-//! to core `(hash * cores) >> 64`. The scratch buffers are reused, so splitting allocates only
-//! the sub-batches.
+//! to core `(hash * cores) >> 64`. The hash scratch buffer is reused, so splitting allocates
+//! only one bitmask per core (an eighth of a byte per row) and, on the cores, the sub-batches.
 //!
 //! The pushing thread only hashes and marks each core's rows in a bitmask
 //! ([`KeyRouter::partition`]); each core then copies its own rows out of the shared batch
