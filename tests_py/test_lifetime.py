@@ -4,6 +4,7 @@ program keeps still work."""
 
 import gc
 import os
+import time
 import weakref
 
 import pyarrow as pa
@@ -22,6 +23,17 @@ def core_threads() -> int:
         except FileNotFoundError:  # the thread ended meanwhile
             pass
     return n
+
+
+def eventually(check, timeout: float = 5.0) -> bool:
+    """Whether ``check()`` holds within ``timeout`` seconds (a thread names itself once it
+    runs, so its name shows up a moment after the engine that spawned it returns)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 @pytest.fixture
@@ -51,11 +63,11 @@ def build(cores: int):
 def test_a_dropped_engine_is_freed_at_once(no_cycle_collector, cores):
     before = core_threads()
     eng, src, tab, out, sink = build(cores)
-    assert core_threads() == before + (cores if cores > 1 else 0)
+    assert eventually(lambda: core_threads() == before + (cores if cores > 1 else 0))
     alive = weakref.ref(eng)
     del eng, src, tab, out, sink
     assert alive() is None, "a reference cycle keeps the dropped engine alive"
-    assert core_threads() == before
+    assert eventually(lambda: core_threads() == before)
 
 
 def test_kept_handles_outlive_dropped_ones(no_cycle_collector):

@@ -138,13 +138,12 @@ class Engine:
             wal_disk_budget=_wal_disk_budget,
         )
         self.state_dir = state_dir
-        # The engine refers to its sources and results weakly (they refer to it): no
-        # reference cycle, so a dropped engine is freed, its core threads stopped, at once
-        # rather than at the next full run of the cycle collector. What it must keep (names,
-        # specs, tables, callbacks) it holds as plain data.
+        # The engine never holds its source, result or sink handles strongly (they refer to
+        # it): no reference cycle, so a dropped engine is freed, its core threads stopped, at
+        # once rather than at the next full run of the cycle collector. What it must keep
+        # (names, specs, tables, callbacks) it holds as plain data.
         self._source_specs: dict[str, dict] = {}
         self._sources: "weakref.WeakValueDictionary[str, Source]" = weakref.WeakValueDictionary()
-        self._results: "weakref.WeakValueDictionary[str, QueryResult]" = weakref.WeakValueDictionary()
         self._query_names: set[str] = set()
         self._tables: dict[str, LookupTable] = {}
         self._callbacks: dict[str, Callback] = {}
@@ -282,9 +281,7 @@ class Engine:
         name = _name_for(name, "q", self._names, self._query_names)
         self._native.add_query(name, json.dumps(plan))
         self._query_names.add(name)
-        result = QueryResult(self, name, has_late_output=late)
-        self._results[name] = result
-        return result
+        return QueryResult(self, name, has_late_output=late)
 
     def _add_sink(self, name: Optional[str], plan: dict, target: object, *, late: bool) -> SinkHandle:
         self._check_open()
