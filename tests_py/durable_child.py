@@ -54,13 +54,13 @@ def pipeline(state_dir: str | None, cores: int, checkpoint_every: str | None = "
     return eng, src, out
 
 
-def dedup_pipeline(state_dir: str | None, cores: int,
-                   checkpoint_every: str | None = "50ms") -> tuple[lm.Engine, lm.Source, dict]:
+def dedup_pipeline(state_dir: str | None, cores: int, checkpoint_every: str | None = "50ms",
+                   state: str = "memory") -> tuple[lm.Engine, lm.Source, dict]:
     """Keeps the first row per key within 300 ms (each key recurs every ~12 ms, so nearly every
     batch has rows that duplicate a row kept in the batch before it)."""
     eng = lm.Engine(cores=cores, state_dir=state_dir, checkpoint_every=checkpoint_every)
     src = eng.source("events", time="ts", watermark=lm.bounded_delay("200ms"))
-    firsts = src.dedup("key", within="300ms")
+    firsts = src.dedup("key", within="300ms", state=state)
     out = {
         # The kept rows as they go: results before the crash and after it.
         "kept": firsts.collect("kept"),

@@ -82,6 +82,10 @@ def test_dedup_matches_reference_on_one_and_two_cores(sc):
         # flush moves the watermark to +inf: every entry expires
         assert m["state_rows"] == 0, cores
         assert m["peak_state_rows"] <= len(kept)
+    # The state in a memory-mapped scratch file instead: the same rows.
+    got, m = run(sc, lambda s: s.dedup(sc["on"], within=sc["within"], state="mmap"), 1)
+    assert got == kept
+    assert (m["duplicates_dropped"], m["late_dropped"], m["state_rows"]) == (len(dups), len(late), 0)
 
 
 @settings(max_examples=30)

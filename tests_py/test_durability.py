@@ -143,24 +143,27 @@ def test_sigkill_at_random_moments_then_completion_equals_uninterrupted(tmp_path
     assert sorted_rows(got) == sorted_rows(uninterrupted(n)["all"])
 
 
-@pytest.mark.parametrize("cores", [1, 2])
-def test_dedup_recovers_its_store_from_checkpoint_plus_log(tmp_path, cores):
+@pytest.mark.parametrize("cores,state", [(1, "memory"), (2, "memory"), (1, "mmap"), (2, "mmap")])
+def test_dedup_recovers_its_store_from_checkpoint_plus_log(tmp_path, cores, state):
     """A dedup query's keyed state (its StateStore) is checkpointed: after a restart from a
     checkpoint plus the log, the rows kept before the checkpoint plus those kept after the
     restart are exactly the uninterrupted run's, so rows duplicating a row kept before the
     checkpoint are still dropped after it."""
     n = 10
     want = uninterrupted(n, make=dedup_pipeline)
-    eng, src, out = dedup_pipeline(str(tmp_path), cores, checkpoint_every=None)
+    eng, src, out = dedup_pipeline(str(tmp_path), cores, checkpoint_every=None, state=state)
     for k in range(4):
         src.push(batch(k), seq=k)
+    scratch = list((tmp_path / "scratch").glob("scratch-*.state"))
+    # one file per core for each of the two queries that run the dedup step
+    assert len(scratch) == (2 * cores if state == "mmap" else 0), scratch
     before = out["kept"].poll()
     cp = eng.checkpoint()
     for k in range(4, 7):
         src.push(batch(k), seq=k)
     eng.close()  # no flush: dedup state is in the checkpoint, batches 4-6 only in the log
 
-    eng, src, out = dedup_pipeline(str(tmp_path), cores, checkpoint_every=None)
+    eng, src, out = dedup_pipeline(str(tmp_path), cores, checkpoint_every=None, state=state)
     r = eng.recover()
     assert r["checkpoint"] == cp and r["replayed_records"] == 3, r
     for k in range(7, n):

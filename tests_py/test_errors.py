@@ -239,6 +239,22 @@ def test_dedup_within_is_required():
         s.dedup("key")
 
 
+def test_dedup_state_must_be_memory_or_mmap():
+    _, s = engine_with_source()
+    with pytest.raises(errors.QueryError, match='takes "memory" or "mmap", got \'disk\''):
+        s.dedup("key", within="1s", state="disk")
+
+
+def test_dedup_mmap_state_in_an_unusable_directory_is_refused(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    eng, s = engine_with_source()
+    eng.state_dir = None
+    eng._scratch_dir = lambda: str(blocker)  # where the scratch file cannot be created
+    with pytest.raises(errors.QueryError, match='state="mmap" could not create its file'):
+        s.dedup("key", within="1s", state="mmap").collect()
+
+
 def test_dedup_float_key_rejected():
     declaring_fails(lambda s: s.dedup("value", within="1s"),
                     errors.ColumnTypeError, "'value' has type Float64, but dedup keys must be integers")

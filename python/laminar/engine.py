@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
+import tempfile
 import threading
 import weakref
 from typing import Any, Callable, Optional, Sequence, Union
@@ -138,6 +140,11 @@ class Engine:
             wal_disk_budget=_wal_disk_budget,
         )
         self.state_dir = state_dir
+        if state_dir is not None:
+            # Files of a killed engine's scratch stores (the native engine holds the directory's
+            # lock now, so none is in use); checkpoints hold what they held.
+            for leftover in glob.glob(os.path.join(self._scratch_dir(), "scratch-*.state")):
+                os.remove(leftover)
         # The engine never holds its source, result or sink handles strongly (they refer to
         # it): no reference cycle, so a dropped engine is freed, its core threads stopped, at
         # once rather than at the next full run of the cycle collector. What it must keep
@@ -153,6 +160,15 @@ class Engine:
         self._table_names = itertools.count(1)
         self._closed = False
         self._servers: list = []
+
+    def _scratch_dir(self) -> str:
+        """Where operators keep state files that checkpoints copy (``dedup(state="mmap")``):
+        ``<state_dir>/scratch``, emptied when the engine opens (the state directory's lock
+        makes every file there a leftover of an engine that is gone), else the system's
+        temporary directory."""
+        if self.state_dir is None:
+            return tempfile.gettempdir()
+        return os.path.join(os.fspath(self.state_dir), "scratch")
 
     # --- sources ---------------------------------------------------------------------------
     def source(

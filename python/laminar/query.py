@@ -134,7 +134,7 @@ class Stream(_Plan):
             raise QueryError("select() needs at least one column")
         return self._then({"op": "select", "columns": out})
 
-    def dedup(self, on: Union[str, Sequence[str]], within: Duration) -> "Stream":
+    def dedup(self, on: Union[str, Sequence[str]], within: Duration, *, state: str = "memory") -> "Stream":
         """Drops duplicate rows: a row is dropped when the last row *kept* with the same ``on``
         key is less than ``within`` away from it in event time (either direction); otherwise it
         is kept and becomes its key's reference. Rows pass through unchanged (same columns);
@@ -151,12 +151,22 @@ class Stream(_Plan):
         dropped once the watermark has passed it by ``within``, so it stays bounded. With
         several cores, rows are routed by the ``on`` keys. Semantics: ``docs/SEMANTICS.md``,
         "Dedup".
+
+        ``state``: where the per-key state lives: ``"memory"`` (default), or ``"mmap"`` for more
+        keys than memory holds, a memory-mapped file per core that recent writes are merged
+        into (under the engine's ``state_dir``, else the system's temporary directory; the
+        file is deleted with the engine, and checkpoints copy the state as usual).
         """
         keys = _key_list(on, "dedup()")
         if within is None:
             raise QueryError("dedup() needs within=, a duration such as '10s' or int milliseconds")
         within_ms = to_millis(within, "dedup within", allow_zero=False)
-        return self._then({"op": "dedup", "on": keys, "within_ms": within_ms})
+        step = {"op": "dedup", "on": keys, "within_ms": within_ms}
+        if state == "mmap":
+            step["mmap_dir"] = self._engine._scratch_dir()
+        elif state != "memory":
+            raise QueryError(f'dedup state= takes "memory" or "mmap", got {state!r}')
+        return self._then(step)
 
     def window(self, window: Window, *, allowed_lateness: Duration = 0, late: str = "drop") -> "WindowedStream":
         """Assigns rows to event-time windows.

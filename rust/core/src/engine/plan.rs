@@ -25,6 +25,7 @@ use crate::operator::window::WindowSpec;
 use crate::operator::window_aggregate::{LatePolicy, WindowAggregate, WindowConfig};
 use crate::operator::Operator;
 use crate::reactor::{Node, QueryGraph, Target};
+use crate::state::MmapStore;
 use crate::time::convert::bound_type;
 
 /// One step of a query.
@@ -97,6 +98,10 @@ pub enum OpSpec {
         on: Vec<String>,
         /// The event-time distance below which a row of a kept key is a duplicate (ms, > 0).
         within_ms: i64,
+        /// Keep the per-key state in a memory-mapped scratch file in this directory (one per
+        /// core) instead of in memory: for more keys than memory holds.
+        #[serde(default)]
+        mmap_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -343,13 +348,29 @@ impl Builder<'_> {
                     .ok_or_else(|| Error::InvalidPlan(format!("unknown lookup table '{table}'")))?;
                 (Box::new(LookupJoin::new(t, on, *how, input)?), None)
             }
-            OpSpec::Dedup { on, within_ms } => {
+            OpSpec::Dedup {
+                on,
+                within_ms,
+                mmap_dir,
+            } => {
                 if !b.append_only {
                     return Err(Error::InvalidPlan(
                         "dedup over window results needs the window to emit final rows: use .emit(lm.final()) there (or on_window_close() without allowed lateness)".into(),
                     ));
                 }
-                (Box::new(Dedup::new(on, *within_ms, input)?), None)
+                let op = match mmap_dir {
+                    None => Dedup::new(on, *within_ms, input)?,
+                    Some(dir) => {
+                        let store = MmapStore::scratch(dir).map_err(|e| {
+                            Error::InvalidPlan(format!(
+                                "dedup state=\"mmap\" could not create its file in {}: {e}",
+                                dir.display()
+                            ))
+                        })?;
+                        Dedup::with_store(on, *within_ms, input, Box::new(store))?
+                    }
+                };
+                (Box::new(op), None)
             }
         };
         if op.late_side_output() {

@@ -78,6 +78,11 @@ fn damaged(what: impl std::fmt::Display) -> Error {
     Error::Snapshot(format!("the saved state of dedup is damaged: {what}"))
 }
 
+/// The store failed to tidy itself (e.g. an `MmapStore` could not write its file).
+fn maintain_error(e: StateError) -> Error {
+    Error::Runtime(format!("dedup state store: {e}"))
+}
+
 fn store_error(e: StateError) -> Error {
     Error::Snapshot(format!("dedup: {e}"))
 }
@@ -295,7 +300,7 @@ impl Dedup {
             self.store.delete(&self.expired[start..end]);
             start = end;
         }
-        Ok(())
+        self.store.maintain().map_err(maintain_error)
     }
 
     #[cfg(test)]
@@ -357,6 +362,7 @@ impl Operator for Dedup {
                     .put(self.rows.row(slot.row as usize).data(), &k.to_le_bytes());
             }
         }
+        self.store.maintain().map_err(maintain_error)?;
         self.peak_keys = self.peak_keys.max(self.store.len() as u64);
         if kept == n {
             ctx.emit(input.clone());
@@ -808,6 +814,52 @@ mod tests {
                 prop_assert_eq!(resumed.op.metrics(), whole.op.metrics());
             }
         }
+    }
+
+    /// A dedup whose state is a scratch `MmapStore` gives the same rows as one in memory
+    /// through enough keys to compact the file several times (`maintain`), sweeps included,
+    /// and the file is gone once the operator is.
+    #[test]
+    fn a_scratch_mmap_store_compacts_and_matches_the_memory_store() {
+        let dir = TempDir::new("scratch");
+        let store = MmapStore::scratch(&dir.path).unwrap();
+        let mut on_disk =
+            Harness::of(Dedup::with_store(&keys(&["k"]), 50, schema(), Box::new(store)).unwrap())
+                .with_delay(10);
+        let mut in_memory = Harness::new(&["k"], 50).with_delay(10);
+        let files = || std::fs::read_dir(&dir.path).unwrap().count();
+        assert_eq!(files(), 1);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut id = 0i64;
+        for b in 0..60i64 {
+            let rows: Vec<Row> = (0..5_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    id += 1;
+                    // 400k keys; times move 2 ms per batch, with 5 ms of disorder.
+                    k(Some((x % 400_000) as i64), id, b * 2 + (x >> 40) as i64 % 5)
+                })
+                .collect();
+            assert_eq!(on_disk.push(&rows), in_memory.push(&rows), "batch {b}");
+            assert_eq!(on_disk.op.store().len(), in_memory.op.store().len());
+        }
+        assert!(in_memory.op.store().len() > 2 * MmapStore::COMPACT_AT);
+        assert_eq!(on_disk.op.metrics(), in_memory.op.metrics());
+        // The keys went into the file (compactions ran), not only into the in-memory overlay.
+        let file = std::fs::read_dir(&dir.path)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let bytes = file.metadata().unwrap().len();
+        assert!(
+            bytes > 10 * MmapStore::COMPACT_AT as u64,
+            "file of {bytes} bytes"
+        );
+        drop(on_disk);
+        assert_eq!(files(), 0, "the scratch file outlived its store");
     }
 
     /// A directory removed on drop.

@@ -57,6 +57,8 @@ pub struct MmapStore {
     /// goes straight to the base.
     overlay_hashes: HashTable<u64>,
     len: usize,
+    /// A scratch store ([`MmapStore::scratch`]): the file is deleted when the store is dropped.
+    scratch: bool,
 }
 
 impl std::fmt::Debug for MmapStore {
@@ -131,6 +133,9 @@ fn load_pages(map: &Mmap) {
 }
 
 impl MmapStore {
+    /// Overlay entries below which [`StateStore::maintain`] never compacts.
+    pub const COMPACT_AT: usize = 1 << 16;
+
     /// Opens the state image at `path`, or creates an empty one there if there is no file.
     /// The file is mapped, fully validated (an error, never a panic, for a truncated, damaged
     /// or foreign file: [`StateError::Corrupt`]) and its pages loaded. A temporary file left
@@ -175,7 +180,24 @@ impl MmapStore {
             owned_table: base.owned_table,
             overlay: BTreeMap::new(),
             overlay_hashes: HashTable::new(),
+            scratch: false,
         }
+    }
+
+    /// An empty store in a new file of its own in `dir` (created if missing), deleted when
+    /// the store is dropped: for state that checkpoints copy (through
+    /// [`StateStore::snapshot_to`]), so the file is never needed again once its process is
+    /// gone. A process killed outright leaves its scratch files behind (named
+    /// `scratch-<pid>-<n>.state`).
+    pub fn scratch(dir: impl AsRef<Path>) -> Result<Self, StateError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| StateError::io(Some(dir), "create", e))?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("scratch-{}-{n}.state", std::process::id()));
+        let mut store = Self::build(&path, std::iter::empty::<(&[u8], &[u8])>)?;
+        store.scratch = true;
+        Ok(store)
     }
 
     /// The state file.
@@ -235,6 +257,15 @@ impl MmapStore {
     fn note_overlay_key(&mut self, h: u64) {
         if self.overlay_hashes.find(h, |&x| x == h).is_none() {
             self.overlay_hashes.insert_unique(h, h, |&x| x);
+        }
+    }
+}
+
+impl Drop for MmapStore {
+    fn drop(&mut self) {
+        if self.scratch {
+            // Best effort: the mapping stays valid until it is unmapped right after.
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -326,6 +357,18 @@ impl StateStore for MmapStore {
 
     /// Validates `bytes`, writes them as the new state file (re-encoded with a hash index if
     /// they have none) through an atomic replacement, and maps it; the overlay is dropped.
+    /// Compacts once the overlay (held in memory) reaches [`MmapStore::COMPACT_AT`] entries
+    /// and half the base's keys: the file is rewritten in time proportional to the state,
+    /// at most once per that many writes, so the cost per write stays constant and the
+    /// memory held stays a fraction of the state.
+    fn maintain(&mut self) -> Result<(), StateError> {
+        let overlay = self.overlay.len() as u64;
+        if overlay >= Self::COMPACT_AT as u64 && overlay >= self.base_len() / 2 {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
     fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         let aligned = AlignedBytes::new(bytes);
         let buf = aligned.as_slice();

@@ -2,11 +2,14 @@
 //!
 //! What this module owns:
 //! - [`StateStore`] ([`store`]): ordered byte keys to byte values — `get` / `put` / `delete`,
-//!   prefix and range scans in key order, `snapshot` / `restore`. Operators see
-//!   `dyn StateStore` (the dedup operator owns a `Box<dyn StateStore>` for its keyed state).
+//!   prefix and range scans in key order, `snapshot` / `restore`, and `maintain` between
+//!   batches. Operators see `dyn StateStore` (the dedup operator owns a `Box<dyn StateStore>`
+//!   for its keyed state).
 //! - [`MemStore`] ([`memory`]): an ordered map on the heap, for state that fits in memory.
 //! - [`MmapStore`] ([`mmap`]): large state in a memory-mapped, hash-indexed, sorted file,
-//!   with an in-memory overlay of recent writes and atomic compaction into a new file.
+//!   with an in-memory overlay of recent writes and atomic compaction into a new file (by
+//!   `maintain` once the overlay is large); [`MmapStore::scratch`] makes one in a file of its
+//!   own that is deleted with the store (`dedup(state="mmap")`).
 //! - the state image format (`image`): the bytes of every snapshot and of every `MmapStore`
 //!   file — sorted records, a sparse index for seeks, an optional open-addressing hash index
 //!   (`index`, slots that hold small records inline so that a lookup costs one cache miss;

@@ -70,6 +70,13 @@ pub trait StateStore: Send {
     /// Replaces the whole contents with the snapshot `bytes` (written by any store). The
     /// snapshot is validated first; on error the store is unchanged.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+
+    /// Housekeeping between batches of writes (an operator calls it after each batch): a
+    /// store may move recent writes to its long-term form here. It never changes what the
+    /// store holds. Nothing to do by default.
+    fn maintain(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 /// Whether the range `(start, end)` is empty by its bounds alone (start after end, or equal
