@@ -44,7 +44,8 @@ pub use sinks::SinkReport;
 pub use source::SourceConfig;
 
 use crate::error::{Error, Result};
-use crate::operator::lookup_join::{cast_key, key_indices, KeyEncoder, LookupTables, TableIndex};
+use crate::operator::keys::{key_indices, KeyEncoder};
+use crate::operator::lookup_join::{cast_key, LookupTables, TableIndex};
 use crate::reactor::{Budget, CoreMessage, QueryId, QueryMetrics, SourceId};
 use crate::runtime::RuntimeConfig;
 use crate::time::clock::{Clock, SystemClock};

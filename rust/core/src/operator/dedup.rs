@@ -45,12 +45,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_buffer::BooleanBufferBuilder;
-use arrow_row::{RowConverter, Rows, SortField};
+use arrow_row::Rows;
 use arrow_schema::SchemaRef;
 use arrow_select::filter::filter_record_batch;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::lookup_join::{key_indices, KeyEncoder};
+use super::keys::{is_key_type, key_indices, key_type_error, KeyEncoder};
 use super::snapshot::{decode, encode};
 use super::{Operator, OperatorContext, OperatorMetrics};
 use crate::engine::{is_hidden_column, TIME_COLUMN};
@@ -231,13 +231,8 @@ impl Dedup {
         let mut types = Vec::with_capacity(on.len());
         for (&c, name) in key_columns.iter().zip(on) {
             let dt = input.field(c).data_type();
-            if dt.is_floating() || !RowConverter::supports_fields(&[SortField::new(dt.clone())]) {
-                return Err(Error::ColumnType {
-                    column: name.clone(),
-                    expected: "dedup keys must be integers, strings, booleans, dates or timestamps"
-                        .into(),
-                    found: dt.to_string(),
-                });
+            if !is_key_type(dt) {
+                return Err(key_type_error(name, "dedup keys", dt));
             }
             types.push(dt.clone());
         }

@@ -23,6 +23,7 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use super::keys::{is_key_type, key_type_error};
 use crate::error::{Error, Result};
 
 /// Dense group ids with recycling. Ids are `u32`; the window of each live group is kept here.
@@ -163,14 +164,8 @@ impl GroupKeys {
                 .index_of(k)
                 .map_err(|_| Error::column_not_found(k, " in group_by", schema))?;
             let dt = schema.field(i).data_type();
-            if !RowConverter::supports_fields(&[SortField::new(dt.clone())]) || dt.is_floating() {
-                return Err(Error::ColumnType {
-                    column: k.clone(),
-                    expected:
-                        "group_by keys must be integers, strings, booleans, dates or timestamps"
-                            .into(),
-                    found: dt.to_string(),
-                });
+            if !is_key_type(dt) {
+                return Err(key_type_error(k, "group_by keys", dt));
             }
             indices.push(i);
         }

@@ -62,6 +62,7 @@ use arrow_select::take::take;
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use super::keys::{is_key_type, key_type_error, value_type};
 use super::snapshot::{decode, encode, same_column_types, SavedBatches};
 use super::window::MAX_SPAN_MS;
 use super::window_aggregate::LatePolicy;
@@ -827,17 +828,6 @@ fn time_index(schema: &Schema, which: &str) -> Result<usize> {
     Ok(i)
 }
 
-fn value_type(dt: &DataType) -> &DataType {
-    match dt {
-        DataType::Dictionary(_, v) => v,
-        other => other,
-    }
-}
-
-fn hashable(dt: &DataType) -> bool {
-    RowConverter::supports_fields(&[SortField::new(dt.clone())]) && !value_type(dt).is_floating()
-}
-
 /// Whether right keys of type `r` can be compared with left keys of type `l` (after casting
 /// them to `l`).
 fn comparable(l: &DataType, r: &DataType) -> bool {
@@ -937,14 +927,8 @@ impl IntervalJoin {
             let ri = find(&right, "right")?;
             let (lt, rt) = (left.field(li).data_type(), right.field(ri).data_type());
             for dt in [lt, rt] {
-                if !hashable(dt) {
-                    return Err(Error::ColumnType {
-                        column: k.clone(),
-                        expected:
-                            "join keys must be integers, strings, booleans, dates or timestamps"
-                                .into(),
-                        found: dt.to_string(),
-                    });
+                if !is_key_type(dt) {
+                    return Err(key_type_error(k, "join keys", dt));
                 }
             }
             if !comparable(lt, rt) {

@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
-use arrow_row::{RowConverter, Rows, SortField};
+use arrow_row::Rows;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::interleave::interleave;
 use arrow_select::take::take;
 use hashbrown::HashMap as FastMap;
 use serde::{Deserialize, Serialize};
 
+use super::keys::{key_indices, KeyEncoder};
 use super::snapshot::{decode, encode, same_column_types, SavedBatches};
 use super::{Operator, OperatorContext, OperatorMetrics};
 use crate::engine::TIME_COLUMN;
@@ -54,39 +55,6 @@ pub struct TableDef {
 
 /// The engine's reference tables by name.
 pub type LookupTables = HashMap<String, TableDef>;
-
-/// Encodes key columns of batches into comparable bytes.
-pub struct KeyEncoder {
-    converter: RowConverter,
-}
-
-impl KeyEncoder {
-    /// An encoder for keys of these types.
-    pub fn new(types: &[DataType]) -> Result<Self> {
-        let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
-        Ok(KeyEncoder {
-            converter: RowConverter::new(fields)?,
-        })
-    }
-
-    /// The keys of `columns`' rows.
-    pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
-        Ok(self.converter.convert_columns(columns)?)
-    }
-
-    /// An empty key buffer for [`encode_into`](Self::encode_into), reused batch after batch.
-    pub fn empty_rows(&self) -> Rows {
-        self.converter.empty_rows(0, 0)
-    }
-
-    /// The keys of `columns`' rows into `rows` (made by this encoder's
-    /// [`empty_rows`](Self::empty_rows)), replacing what it held: once its buffers have grown
-    /// to the largest batch, encoding allocates nothing.
-    pub fn encode_into(&self, columns: &[ArrayRef], rows: &mut Rows) -> Result<()> {
-        rows.clear();
-        Ok(self.converter.append(rows, columns)?)
-    }
-}
 
 /// Where a key's latest row is (chunk, row) and the processing time it was loaded.
 type Entry = (u32, u32, Timestamp);
@@ -166,18 +134,6 @@ pub fn cast_key(column: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     } else {
         Ok(arrow_cast::cast(column, to)?)
     }
-}
-
-/// Indices of `names` in `schema`, with a helpful error for a missing one.
-pub fn key_indices(names: &[String], schema: &Schema, what: &str) -> Result<Vec<usize>> {
-    names
-        .iter()
-        .map(|k| {
-            schema
-                .index_of(k)
-                .map_err(|_| Error::column_not_found(k, what, schema))
-        })
-        .collect()
 }
 
 /// The checkpoint form of a [`LookupJoin`]: the table as the operator holds it.

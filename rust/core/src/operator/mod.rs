@@ -16,6 +16,7 @@ pub mod expr;
 pub mod filter;
 pub mod group_keys;
 pub mod interval_join;
+pub mod keys;
 pub mod lookup_join;
 pub mod project;
 pub mod session_window;
