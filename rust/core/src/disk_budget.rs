@@ -30,6 +30,14 @@ impl DiskBudget {
             });
         granted
     }
+
+    /// How many of `n` bytes a writer under `budget` may write: all of them without one.
+    pub fn grant(budget: Option<&DiskBudget>, n: u64) -> u64 {
+        match budget {
+            Some(b) => b.take(n),
+            None => n,
+        }
+    }
 }
 
 #[cfg(test)]

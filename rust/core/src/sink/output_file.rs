@@ -43,14 +43,6 @@ impl OutputFile {
         self.file
     }
 
-    /// How many of `n` bytes the budget still allows (all of them without one).
-    fn grant(&self, n: usize) -> usize {
-        match &self.budget {
-            Some(b) => b.take(n as u64) as usize,
-            None => n,
-        }
-    }
-
     fn full(&self) -> io::Error {
         self.disk_full.store(true, Ordering::Release);
         io::Error::from_raw_os_error(libc::ENOSPC)
@@ -59,7 +51,7 @@ impl OutputFile {
 
 impl Write for OutputFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let allowed = self.grant(buf.len());
+        let allowed = DiskBudget::grant(self.budget.as_deref(), buf.len() as u64) as usize;
         if allowed == 0 && !buf.is_empty() {
             return Err(self.full());
         }

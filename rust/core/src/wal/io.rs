@@ -79,14 +79,6 @@ impl Disk {
         }
     }
 
-    /// Takes up to `n` bytes from the budget; returns how many were granted.
-    fn grant(&self, n: u64) -> u64 {
-        match &self.budget {
-            Some(b) => b.take(n),
-            None => n,
-        }
-    }
-
     /// Writes all of `buf` at `offset`, or fails naming `path`.
     pub(crate) fn write_at(
         &self,
@@ -105,7 +97,7 @@ impl Disk {
             let grows_from = len.max(offset);
             let end = offset + buf.len() as u64;
             let growth = end.saturating_sub(grows_from);
-            let granted = self.grant(growth);
+            let granted = DiskBudget::grant(self.budget.as_ref(), growth);
             if granted < growth {
                 allowed = (grows_from - offset + granted) as usize;
             }
