@@ -260,10 +260,16 @@ def test_dedup_float_key_rejected():
                     errors.ColumnTypeError, "'value' has type Float64, but dedup keys must be integers")
 
 
+def test_window_over_updating_window_results_is_refused():
+    declaring_fails(lambda s: s.window(lm.tumbling("1s")).group_by("key").agg(n=lm.count())
+                    .emit(lm.on_update()).window(lm.tumbling("1m")).group_by("key").agg(n=lm.sum("n")),
+                    errors.QueryError, "a window over window results needs the earlier window to emit final rows")
+
+
 def test_dedup_over_updating_window_results_is_refused():
     declaring_fails(lambda s: s.window(lm.tumbling("1s")).group_by("key").agg(n=lm.count())
                     .emit(lm.on_update()).dedup("key", within="1s"),
-                    errors.QueryError, "dedup over window results needs the window to emit final rows")
+                    errors.QueryError, "dedup over window results needs the earlier window to emit final rows")
 
 
 def test_dedup_plan_with_bad_within_is_refused_by_the_engine_too():

@@ -209,6 +209,19 @@ struct Branch {
     append_only: bool,
 }
 
+impl Branch {
+    /// Refuses step `step` ("a window", "dedup") over rows that may still be updated: it
+    /// needs final rows from the window before it.
+    fn require_append_only(&self, step: &str) -> Result<()> {
+        if self.append_only {
+            return Ok(());
+        }
+        Err(Error::InvalidPlan(format!(
+            "{step} over window results needs the earlier window to emit final rows: use .emit(lm.final()) there (or on_window_close() without allowed lateness)"
+        )))
+    }
+}
+
 impl Builder<'_> {
     fn connect(&mut self, branch: &mut Branch, node: usize, port: usize) {
         match branch.tail {
@@ -288,11 +301,7 @@ impl Builder<'_> {
                 late,
                 emit,
             } => {
-                if !b.append_only {
-                    return Err(Error::InvalidPlan(
-                        "a window over window results needs the earlier window to emit final rows: use .emit(lm.final()) there (or on_window_close() without allowed lateness)".into(),
-                    ));
-                }
+                b.require_append_only("a window")?;
                 let config = WindowConfig {
                     lateness_ms: *allowed_lateness_ms,
                     late: *late,
@@ -353,11 +362,7 @@ impl Builder<'_> {
                 within_ms,
                 mmap_dir,
             } => {
-                if !b.append_only {
-                    return Err(Error::InvalidPlan(
-                        "dedup over window results needs the window to emit final rows: use .emit(lm.final()) there (or on_window_close() without allowed lateness)".into(),
-                    ));
-                }
+                b.require_append_only("dedup")?;
                 let op = match mmap_dir {
                     None => Dedup::new(on, *within_ms, input)?,
                     Some(dir) => {
