@@ -19,7 +19,7 @@ from . import errors
 from ._durations import Duration
 from ._laminar import __version__
 from .client import Client, Subscription, connect
-from .engine import Engine, LookupTable, Source, repair_state_dir
+from .engine import Engine, LookupTable, PushReceipt, Source, repair_state_dir
 from .errors import LaminarError
 from .expr import Expr, col, lit
 from .query import GroupedWindow, Query, QueryResult, Stream, WindowedStream
@@ -53,7 +53,7 @@ from .specs import (
 
 __all__ = [
     "__version__", "errors", "LaminarError", "Duration",
-    "Engine", "Source", "LookupTable", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
+    "Engine", "Source", "PushReceipt", "LookupTable", "Stream", "WindowedStream", "GroupedWindow", "Query", "QueryResult", "run",
     "files", "SinkHandle", "repair_state_dir", "connect", "Client", "Subscription", "Server",
     "Expr", "col", "lit",
     "Window", "tumbling", "sliding", "session", "Watermark", "bounded_delay", "ascending", "punctuated",

@@ -24,7 +24,7 @@ from .specs import Watermark, bounded_delay
 if False:  # typing only
     from .server import Server  # noqa: F401
 
-__all__ = ["Engine", "Source", "LookupTable", "repair_state_dir"]
+__all__ = ["Engine", "Source", "PushReceipt", "LookupTable", "repair_state_dir"]
 
 
 def _name_for(name: Optional[str], prefix: str, counter: Any, taken: dict) -> str:
@@ -335,6 +335,14 @@ class Engine:
         self._native.flush()
         self._deliver()
 
+    def sync(self) -> None:
+        """Waits until everything pushed so far, by any thread to any source (and every table
+        update and flush), is durable in the write-ahead log: what :meth:`Source.submit`
+        leaves to the caller. Returns at once without a ``state_dir``. Raises
+        :class:`~laminar.errors.DurabilityError` when the log cannot make it durable."""
+        self._check_open()
+        self._native.pending_all().wait()
+
     def checkpoint(self) -> int:
         """Takes a checkpoint now (needs a ``state_dir``): every source's progress and every
         query's state on every core, after everything pushed so far. Returns its id.
@@ -457,12 +465,48 @@ class Source(Stream):
 
         The data is validated whole (schema, time column) before any row is applied, then
         processed with the GIL released. Results it completes are ready when this returns.
-        With a ``state_dir`` the push is in the write-ahead log when this returns.
+        With a ``state_dir`` the push is durable in the write-ahead log when this returns
+        (:meth:`submit` does not wait for that).
 
         ``seq``: the producer's sequence number for this push (increasing). A push whose
         ``seq`` is at or below the highest applied is a retry and is ignored: returns False
         (True when applied). After a restart, :meth:`position` tells where to resume.
         """
+        data = self._prepare(data, seq)
+        applied = self._engine._native.push(self.name, data, seq)
+        self._engine._deliver()
+        return applied
+
+    def submit(self, data: Any, seq: Optional[int] = None) -> "PushReceipt":
+        """:meth:`push` without waiting for durability: the rows are applied (their results
+        are ready) and written to the write-ahead log when this returns, and the returned
+        :class:`PushReceipt` tells when the log record is durable (``result()`` waits).
+
+        One producer can so keep several pushes in flight: their records share ``fdatasync``
+        calls (group commit) and the disk's wait overlaps the next push's processing,
+        instead of one sync per push. A push counts as acknowledged, for a producer that may
+        crash, only once its receipt's ``result()`` returned; after a crash, resume from
+        :meth:`position` (with ``seq``) as with ``push``. :meth:`Engine.sync` waits for every
+        push submitted so far. The log holds at most 64 MiB not yet written; beyond that,
+        ``submit`` waits for the disk. Without a ``state_dir`` the receipt is done at once.
+
+        Example, with at most 8 pushes not yet durable::
+
+            inflight = collections.deque()
+            for k, batch in enumerate(batches):
+                inflight.append(src.submit(batch, seq=k))
+                if len(inflight) > 8:
+                    inflight.popleft().result()
+            eng.sync()
+        """
+        data = self._prepare(data, seq)
+        applied, commit = self._engine._native.submit(self.name, data, seq)
+        self._engine._deliver()
+        return PushReceipt(applied, commit)
+
+    def _prepare(self, data: Any, seq: Optional[int]) -> Any:
+        """Checks ``seq`` and the engine, converts ``data`` to Arrow and loads what lookup
+        tables read by this source miss (their loaders): what every push does first."""
         if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
             raise QueryError(f"seq must be a non-negative int, got {seq!r}")
         self._engine._check_open()
@@ -471,9 +515,7 @@ class Source(Stream):
             if not isinstance(data, (pa.Table, pa.RecordBatch)):
                 data = pa.table(data)  # read a one-shot stream once, for the loader and the push
             self._engine._load_missing(self.name, data)
-        applied = self._engine._native.push(self.name, data, seq)
-        self._engine._deliver()
-        return applied
+        return data
 
     def position(self) -> dict:
         """Where this source stands: ``rows`` and ``batches`` applied and ``last_seq``, the
@@ -489,6 +531,37 @@ class Source(Stream):
 
     def __repr__(self) -> str:
         return f"<laminar.Source {self.name!r} time={self._spec['time']!r}>"
+
+
+class PushReceipt:
+    """What :meth:`Source.submit` returns: a push that is applied and in the write-ahead log,
+    and maybe not durable yet.
+
+    ``applied``: False when the push's ``seq`` showed it a retry of one applied before.
+    """
+
+    __slots__ = ("applied", "_commit")
+
+    def __init__(self, applied: bool, commit: Any) -> None:
+        self.applied = applied
+        self._commit = commit
+
+    def done(self) -> bool:
+        """Whether :meth:`result` would return (or raise) without waiting."""
+        return self._commit.done()
+
+    def result(self) -> bool:
+        """Waits, with the GIL released, until the push is durable; returns ``applied``.
+
+        Raises :class:`~laminar.errors.DurabilityError` when the log could not make it
+        durable (a disk error or a full disk): the engine is then stopped, and a new
+        ``Engine`` on the same ``state_dir`` recovers what was durable."""
+        self._commit.wait()
+        return self.applied
+
+    def __repr__(self) -> str:
+        state = "durable" if self.done() else "pending"
+        return f"<laminar.PushReceipt applied={self.applied} {state}>"
 
 
 class LookupTable:

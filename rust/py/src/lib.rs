@@ -16,7 +16,7 @@ use arrow_schema::SchemaRef;
 use laminar_core::engine::service::EngineService;
 use laminar_core::engine::{
     CreditConfig, DurabilityConfig, Engine, EngineConfig, Outbox, Overflow, Partitioning,
-    QueryPlan, SourceConfig, TableDef,
+    PendingCommit, QueryPlan, SourceConfig, TableDef,
 };
 use laminar_core::net::server::{Server, ServerConfig, ServerHandle};
 use laminar_core::reactor::Budget;
@@ -97,42 +97,122 @@ impl PyEngine {
         py: Python<'_>,
         f: impl FnOnce(&mut Engine) -> Result<T, Error> + Send,
     ) -> PyResult<T> {
-        let (inner, broken) = (&self.inner, &self.broken);
-        let result = py.detach(move || {
-            if broken.load(Ordering::Acquire) {
-                return Err(CallError::Poisoned);
+        call_engine(py, &self.inner, &self.broken, f)
+    }
+}
+
+/// Runs `f` on the engine behind `inner` with the GIL released, catching panics (a panic
+/// sets `broken`, after which every call fails).
+fn call_engine<T: Send>(
+    py: Python<'_>,
+    inner: &Mutex<Engine>,
+    broken: &AtomicBool,
+    f: impl FnOnce(&mut Engine) -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    let result = py.detach(move || {
+        if broken.load(Ordering::Acquire) {
+            return Err(CallError::Poisoned);
+        }
+        let mut guard = match inner.lock() {
+            Ok(g) => g,
+            Err(_) => return Err(CallError::Poisoned),
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(&mut guard))) {
+            Ok(r) => r.map_err(CallError::Engine),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                // The engine's state is not trustworthy any more.
+                broken.store(true, Ordering::Release);
+                Err(CallError::Panicked(msg))
             }
-            let mut guard = match inner.lock() {
-                Ok(g) => g,
-                Err(_) => return Err(CallError::Poisoned),
-            };
-            match catch_unwind(AssertUnwindSafe(|| f(&mut guard))) {
-                Ok(r) => r.map_err(CallError::Engine),
-                Err(payload) => {
-                    let msg = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown panic".into());
-                    // The engine's state is not trustworthy any more.
-                    broken.store(true, Ordering::Release);
-                    Err(CallError::Panicked(msg))
-                }
-            }
-        });
-        result.map_err(|e| match e {
-            CallError::Engine(e) => to_pyerr(py, e),
-            CallError::Panicked(m) => raise(
-                py,
-                "LaminarError",
-                format!("internal error in the engine (please report it): {m}; this engine can no longer be used"),
-            ),
-            CallError::Poisoned => raise(
-                py,
-                "EngineClosedError",
-                "this engine hit an internal error earlier and can no longer be used; create a new Engine".into(),
-            ),
-        })
+        }
+    });
+    result.map_err(|e| match e {
+        CallError::Engine(e) => to_pyerr(py, e),
+        CallError::Panicked(m) => raise(
+            py,
+            "LaminarError",
+            format!("internal error in the engine (please report it): {m}; this engine can no longer be used"),
+        ),
+        CallError::Poisoned => raise(
+            py,
+            "EngineClosedError",
+            "this engine hit an internal error earlier and can no longer be used; create a new Engine".into(),
+        ),
+    })
+}
+
+/// Waits (GIL released, engine not locked) until `pending`'s log record is durable. A failed
+/// wait stops the engine (see `Engine::finish_commit`) and raises its error.
+fn wait_commit(
+    py: Python<'_>,
+    inner: &Mutex<Engine>,
+    broken: &AtomicBool,
+    pending: &PendingCommit,
+) -> PyResult<()> {
+    let waited = py.detach(|| pending.wait());
+    if waited.is_err() {
+        call_engine(py, inner, broken, move |e| e.finish_commit(waited))?;
+    }
+    Ok(())
+}
+
+/// Reads pushed Arrow data into batches (an empty input gives one empty batch: it still
+/// tells the source its schema).
+fn read_batches(py: Python<'_>, data: AnyRecordBatch) -> PyResult<Vec<RecordBatch>> {
+    let reader = data.into_reader()?;
+    let schema = reader.schema();
+    let mut batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| {
+        raise(
+            py,
+            "LaminarError",
+            format!("could not read the pushed data: {e}"),
+        )
+    })?;
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
+}
+
+/// A push whose log record may not be durable yet (`Engine.submit`, `Engine.pending_all`).
+#[pyclass(name = "PendingCommit", module = "laminar._laminar")]
+struct PyPendingCommit {
+    /// None: nothing to wait for (no state directory).
+    pending: Option<PendingCommit>,
+    inner: Arc<Mutex<Engine>>,
+    broken: Arc<AtomicBool>,
+}
+
+#[pymethods]
+impl PyPendingCommit {
+    /// Blocks, with the GIL released, until the record is durable; raises the log's error
+    /// (the engine is then stopped) if it cannot become durable.
+    fn wait(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.pending {
+            Some(p) => wait_commit(py, &self.inner, &self.broken, p),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `wait` would return (or raise) at once.
+    fn done(&self) -> bool {
+        self.pending.as_ref().is_none_or(PendingCommit::is_done)
+    }
+}
+
+impl PyEngine {
+    /// Wraps `pending` for Python.
+    fn pending_commit(&self, pending: Option<PendingCommit>) -> PyPendingCommit {
+        PyPendingCommit {
+            pending,
+            inner: Arc::clone(&self.inner),
+            broken: Arc::clone(&self.broken),
+        }
     }
 }
 
@@ -301,7 +381,8 @@ impl PyEngine {
     }
 
     /// Pushes Arrow data (anything with `__arrow_c_array__` or `__arrow_c_stream__`), with an
-    /// optional producer sequence number. Returns False when `seq` shows it was applied before.
+    /// optional producer sequence number; with a state directory, returns once it is durable.
+    /// Returns False when `seq` shows it was applied before.
     #[pyo3(signature = (source, data, seq = None))]
     fn push(
         &self,
@@ -310,30 +391,37 @@ impl PyEngine {
         data: AnyRecordBatch,
         seq: Option<u64>,
     ) -> PyResult<bool> {
-        let reader = data.into_reader()?;
-        let schema = reader.schema();
-        let mut batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| {
-            raise(
-                py,
-                "LaminarError",
-                format!("could not read the pushed data: {e}"),
-            )
-        })?;
-        if batches.is_empty() {
-            // An empty table still tells the source its schema.
-            batches.push(RecordBatch::new_empty(schema));
-        }
+        let batches = read_batches(py, data)?;
         // The engine is locked only to apply and log the push; the wait for its sync happens
         // outside, so pushes from other threads join the same group commit.
         let (applied, pending) =
             self.call(py, move |e| e.push_seq_deferred(&source, &batches, seq))?;
         if let Some(p) = pending {
-            let waited = py.detach(|| p.wait());
-            if waited.is_err() {
-                self.call(py, move |e| e.finish_commit(waited))?;
-            }
+            wait_commit(py, &self.inner, &self.broken, &p)?;
         }
         Ok(applied)
+    }
+
+    /// `push` without waiting for durability: returns (applied, PendingCommit), so that one
+    /// producer can have several pushes in flight and they share syncs.
+    #[pyo3(signature = (source, data, seq = None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        source: String,
+        data: AnyRecordBatch,
+        seq: Option<u64>,
+    ) -> PyResult<(bool, PyPendingCommit)> {
+        let batches = read_batches(py, data)?;
+        let (applied, pending) =
+            self.call(py, move |e| e.push_seq_deferred(&source, &batches, seq))?;
+        Ok((applied, self.pending_commit(pending)))
+    }
+
+    /// A PendingCommit covering everything logged so far.
+    fn pending_all(&self, py: Python<'_>) -> PyResult<PyPendingCommit> {
+        let pending = self.call(py, |e| Ok(e.pending_all()))?;
+        Ok(self.pending_commit(pending))
     }
 
     /// Writes the results of `query` as `format` ("parquet", "jsonl", "arrow") files into
@@ -825,6 +913,7 @@ impl PyServer {
 fn _laminar(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyServer>()?;
+    m.add_class::<PyPendingCommit>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(repair_state_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

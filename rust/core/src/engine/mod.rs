@@ -272,6 +272,12 @@ impl PendingCommit {
     pub fn wait(&self) -> Result<()> {
         Ok(self.handle.commit(self.lsn)?)
     }
+
+    /// Whether [`wait`](Self::wait) would return at once: the record is durable, or the log
+    /// failed before it was.
+    pub fn is_done(&self) -> bool {
+        self.handle.try_commit(self.lsn).is_some()
+    }
 }
 
 /// Changes kept per table before the log is folded into one replacement.
@@ -809,11 +815,7 @@ impl Engine {
             if s <= last {
                 // Applied before; maybe by a push still waiting for its sync on another
                 // thread: the retry is acknowledged only once everything logged is durable.
-                let pending = self.durable.as_ref().map(|d| PendingCommit {
-                    handle: d.wal.commit_handle(),
-                    lsn: d.wal.last_lsn(),
-                });
-                return Ok((false, pending));
+                return Ok((false, self.pending_all()));
             }
         }
         if self.sources[sid as usize].ended {
@@ -847,6 +849,15 @@ impl Engine {
             _ => None,
         };
         Ok((true, pending))
+    }
+
+    /// Waits for everything logged so far (every source's pushes, table updates, flushes)
+    /// to be durable, like [`PendingCommit::wait`]: `None` without a state directory.
+    pub fn pending_all(&self) -> Option<PendingCommit> {
+        self.durable.as_ref().map(|d| PendingCommit {
+            handle: d.wal.commit_handle(),
+            lsn: d.wal.last_lsn(),
+        })
     }
 
     /// Ends a push made with [`push_seq_deferred`](Self::push_seq_deferred) once its

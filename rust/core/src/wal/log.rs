@@ -39,6 +39,12 @@ impl CommitHandle {
     pub fn commit(&self, lsn: Lsn) -> Result<(), WalError> {
         self.shared.commit(lsn)
     }
+
+    /// [`commit`](Self::commit) without blocking: `None` while `lsn` is neither durable nor
+    /// failed, otherwise what `commit` would return now.
+    pub fn try_commit(&self, lsn: Lsn) -> Option<Result<(), WalError>> {
+        self.shared.try_commit(lsn)
+    }
 }
 
 /// A write-ahead log: records appended from any number of threads, made durable in groups by

@@ -88,6 +88,7 @@
 //!   [`RecoveryReport::last_lsn`] with the LSN the last checkpoint covers.
 
 mod config;
+mod crc_combine;
 mod error;
 mod io;
 mod log;

@@ -72,10 +72,10 @@ pub fn record_crc(segment: u64, payload: &[u8]) -> u32 {
 /// outside any lock), combined with the length and segment number.
 #[inline]
 pub(crate) fn record_crc_from_payload_crc(segment: u64, len: u32, payload_crc: u32) -> u32 {
-    mask(crc32c::crc32c_combine(
+    mask(super::crc_combine::crc32c_combine(
         prefix_crc(len, segment),
         payload_crc,
-        len as usize,
+        u64::from(len),
     ))
 }
 

@@ -345,6 +345,24 @@ impl Shared {
         }
     }
 
+    /// See [`CommitHandle::try_commit`](super::CommitHandle::try_commit).
+    pub(crate) fn try_commit(&self, lsn: Lsn) -> Option<Result<(), WalError>> {
+        if self.durable.load(Ordering::Acquire) >= lsn {
+            return Some(Ok(()));
+        }
+        let st = lock(&self.state);
+        if lsn >= st.next_lsn {
+            return Some(Err(WalError::UnknownLsn {
+                lsn,
+                last: st.next_lsn - 1,
+            }));
+        }
+        if lsn <= st.durable_lsn {
+            return Some(Ok(()));
+        }
+        st.failure.as_ref().map(|f| Err(f.error()))
+    }
+
     /// Takes a spare for the next segment: a ready one, or waits for the preallocator, or
     /// (when it is idle or failed) prepares one on this thread.
     fn take_spare(&self, zeros: &mut Option<ZeroChunk>) -> Result<PathBuf, WalError> {
