@@ -706,6 +706,7 @@ impl PyEngine {
             d.set_item("wal_records", m.records)?;
             d.set_item("wal_bytes", m.wal_bytes)?;
             d.set_item("wal_syncs", m.wal_syncs)?;
+            d.set_item("wal_direct_writes", m.wal_direct_writes)?;
             d.set_item("durable_lsn", m.durable_lsn)?;
             d.set_item("checkpoints", m.checkpoints)?;
             d.set_item("last_checkpoint", m.last_checkpoint)?;

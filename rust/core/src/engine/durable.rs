@@ -258,8 +258,10 @@ pub struct DurabilityMetrics {
     pub records: u64,
     /// Bytes written to the WAL (framing included).
     pub wal_bytes: u64,
-    /// WAL syncs (`fdatasync` calls): one per group commit.
+    /// WAL syncs (`fdatasync` calls or synchronous direct writes): one per group commit.
     pub wal_syncs: u64,
+    /// Of those, synchronous direct writes (`O_DIRECT | O_DSYNC`, see `wal::direct`).
+    pub wal_direct_writes: u64,
     /// Last durable LSN.
     pub durable_lsn: u64,
     /// Checkpoints written by this engine.
@@ -418,6 +420,7 @@ impl Durable {
         DurabilityMetrics {
             wal_bytes: wal.bytes_written,
             wal_syncs: wal.syncs,
+            wal_direct_writes: wal.direct_writes,
             durable_lsn: self.wal.durable_lsn(),
             ..self.metrics.clone()
         }

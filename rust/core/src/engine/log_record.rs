@@ -145,7 +145,13 @@ pub(super) fn encode_push(
         start = end;
     }
     out.clear();
-    let data: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    // What the batches' rows occupy: a slice of a larger batch reports its parent's whole
+    // buffers as `get_array_memory_size`, which reserved hundreds of MB per record here.
+    let data: usize = batches
+        .iter()
+        .flat_map(|b| b.columns())
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) + 3 * 64)
+        .sum();
     out.reserve(64 + source.len() + runs.len() * (8 + 1024) + data);
     out.extend_from_slice(&[TAG_PUSH]);
     out.extend_from_slice(&now.to_le_bytes());

@@ -94,12 +94,13 @@ impl Wal {
         let mut metrics = WalMetrics::default();
         let mut segments = rec.segments;
         let active = match segments.last() {
-            Some(last) => Active {
-                file: segment::open_rw(&last.path)?,
-                info: last.clone(),
-                offset: rec.tail_offset,
-                dirty: false,
-            },
+            Some(last) => Active::new(
+                segment::open_rw(&last.path)?,
+                last.clone(),
+                rec.tail_offset,
+                &settings,
+                &disk,
+            ),
             None => {
                 // A new log (or one whose every segment was cut): its first segment.
                 let n = next_segment;
@@ -130,12 +131,7 @@ impl Wal {
                 };
                 metrics.segments_created += 1;
                 segments.push(info.clone());
-                Active {
-                    file,
-                    info,
-                    offset: segment::SEGMENT_HEADER_LEN,
-                    dirty: false,
-                }
+                Active::new(file, info, segment::SEGMENT_HEADER_LEN, &settings, &disk)
             }
         };
         let place = Place {
@@ -148,6 +144,9 @@ impl Wal {
             next_segment,
             place,
             pending: Vec::new(),
+            pending_bytes: 0,
+            free: Vec::new(),
+            free_bytes: 0,
             rolls: Vec::new(),
             pending_since: None,
             durable_lsn: rec.next_lsn - 1,

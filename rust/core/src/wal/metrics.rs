@@ -21,9 +21,13 @@ pub struct WalMetrics {
     pub groups: u64,
     /// Largest number of records in one group.
     pub max_group_records: u64,
-    /// `fdatasync` calls on segments.
+    /// Syncs of segments: `fdatasync` calls, and synchronous direct writes (each makes its
+    /// bytes durable by itself).
     pub syncs: u64,
-    /// Time spent in those `fdatasync` calls.
+    /// Of those, groups written with one synchronous direct write (`O_DIRECT | O_DSYNC`)
+    /// instead of a buffered write and `fdatasync`.
+    pub direct_writes: u64,
+    /// Time spent in those syncs.
     pub sync_time: Duration,
     /// Times an append waited because the pending buffer was full (the disk fell behind).
     pub append_stalls: u64,

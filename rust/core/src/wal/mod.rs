@@ -89,6 +89,7 @@
 
 mod config;
 mod crc_combine;
+mod direct;
 mod error;
 mod io;
 mod log;

@@ -46,16 +46,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::direct::DirectWrites;
 use super::error::WalError;
 use super::io::{Disk, ZeroChunk};
 use super::metrics::WalMetrics;
-use super::record::{self, END_MARKER, RECORD_HEADER_LEN};
+use super::record::{self, RECORD_HEADER_LEN};
 use super::record_buf::RecordBuf;
 use super::segment::{self, SegmentInfo, SEGMENT_HEADER_LEN};
 use super::Lsn;
 
 /// Appenders wait while this many bytes are pending (and not yet taken by the writer).
 pub(crate) const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Written frames' allocations are kept for reuse up to this total capacity (and at least
+/// one, whatever its size); beyond it they are freed.
+pub(crate) const FREE_BYTES: usize = 16 << 20;
 /// With a group commit delay, the writer stops waiting for more once this much is pending.
 pub(crate) const GROUP_WAIT_BYTES: usize = 1 << 20;
 /// The page size the writer pads a group's write to in a preallocated segment (see
@@ -82,7 +86,7 @@ pub(crate) struct Place {
     pub capacity: u64,
 }
 
-/// A segment switch inside the pending buffer: bytes from `at` on go to a new segment.
+/// A segment switch inside the pending queue: frames from index `at` on go to a new segment.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Roll {
     pub at: usize,
@@ -157,7 +161,16 @@ pub(crate) struct State {
     pub next_lsn: Lsn,
     pub next_segment: u64,
     pub place: Place,
-    pub pending: Vec<u8>,
+    /// Frames appended and not yet taken by the writer, in LSN order: each a record's header
+    /// and payload in its own buffer (appending a [`RecordBuf`] queues it without a copy).
+    pub pending: Vec<Vec<u8>>,
+    /// Total length of `pending`'s frames.
+    pub pending_bytes: usize,
+    /// Allocations of written frames, handed back to appenders for their next record (see
+    /// [`FREE_BYTES`]): steady state neither allocates nor faults in fresh pages per record.
+    pub free: Vec<Vec<u8>>,
+    /// Total capacity of `free`.
+    pub free_bytes: usize,
     pub rolls: Vec<Roll>,
     pub pending_since: Option<Instant>,
     pub durable_lsn: Lsn,
@@ -211,9 +224,12 @@ impl Shared {
     /// See [`Wal::append`](super::Wal::append).
     pub(crate) fn append(&self, payload: &[u8]) -> Result<Lsn, WalError> {
         let (len, crc) = self.check(payload)?;
-        self.queue(len, crc, |pending, header| {
-            pending.extend_from_slice(&header);
-            pending.extend_from_slice(payload);
+        self.queue(len, crc, |spare, header| {
+            let mut frame = spare.unwrap_or_default();
+            frame.clear();
+            frame.extend_from_slice(&header);
+            frame.extend_from_slice(payload);
+            frame
         })
     }
 
@@ -222,15 +238,11 @@ impl Shared {
         let (len, crc) = self.check(rec.payload())?;
         let mut frame = std::mem::take(&mut rec.bytes);
         let mut back = None;
-        let queued = self.queue(len, crc, |pending, header| {
+        let queued = self.queue(len, crc, |spare, header| {
+            // The record's buffer becomes the queued frame; a spare allocation comes back.
             frame[..RECORD_HEADER_LEN].copy_from_slice(&header);
-            if pending.is_empty() {
-                // Nothing queued before it: the record becomes the pending buffer.
-                back = Some(std::mem::replace(pending, frame));
-            } else {
-                pending.extend_from_slice(&frame);
-                back = Some(frame);
-            }
+            back = spare;
+            frame
         });
         // On an error the frame was dropped with the closure; `rec` gets a fresh buffer.
         rec.recycle(back.unwrap_or_default());
@@ -254,13 +266,13 @@ impl Shared {
     }
 
     /// Numbers and places a record of `len` payload bytes whose crc32c is `payload_crc`;
-    /// `put` appends its frame (the given header, then the payload) to the pending buffer,
-    /// under the lock.
+    /// `make_frame` makes its frame (the given header, then the payload; it may use the spare
+    /// allocation it is given), which is queued, under the lock.
     fn queue(
         &self,
         len: u32,
         payload_crc: u32,
-        put: impl FnOnce(&mut Vec<u8>, [u8; RECORD_HEADER_LEN]),
+        make_frame: impl FnOnce(Option<Vec<u8>>, [u8; RECORD_HEADER_LEN]) -> Vec<u8>,
     ) -> Result<Lsn, WalError> {
         let frame = RECORD_HEADER_LEN as u64 + u64::from(len);
         let need = frame + RECORD_HEADER_LEN as u64; // room for the end marker after it
@@ -273,7 +285,7 @@ impl Shared {
             if st.closing {
                 return Err(WalError::Closed);
             }
-            if st.pending.len() < MAX_PENDING_BYTES {
+            if st.pending_bytes < MAX_PENDING_BYTES {
                 break;
             }
             st.metrics.append_stalls += 1;
@@ -306,7 +318,13 @@ impl Shared {
         let mut header = [0u8; RECORD_HEADER_LEN];
         header[..4].copy_from_slice(&len.to_le_bytes());
         header[4..].copy_from_slice(&crc.to_le_bytes());
-        put(&mut st.pending, header);
+        let spare = st.free.pop();
+        if let Some(b) = &spare {
+            st.free_bytes -= b.capacity();
+        }
+        let made = make_frame(spare, header);
+        st.pending_bytes += made.len();
+        st.pending.push(made);
         st.place.offset += frame;
         let lsn = st.next_lsn;
         st.next_lsn += 1;
@@ -412,18 +430,47 @@ pub(crate) struct Active {
     pub offset: u64,
     /// Written since its last sync.
     pub dirty: bool,
+    /// Synchronous direct writes, where they apply (see [`DirectWrites`]).
+    pub direct: Option<DirectWrites>,
+}
+
+impl Active {
+    /// The segment `info` open as `file`, its next byte going at `offset`; with direct
+    /// writes when the segment is preallocated, syncs are on and the disk has no
+    /// fault-injection budget (and the file system takes `O_DIRECT`).
+    pub(crate) fn new(
+        file: File,
+        info: SegmentInfo,
+        offset: u64,
+        settings: &Settings,
+        disk: &Disk,
+    ) -> Active {
+        let direct = if info.preallocated && settings.sync && disk.allows_direct() {
+            DirectWrites::open(&info.path, &file, offset)
+        } else {
+            None
+        };
+        Active {
+            file,
+            info,
+            offset,
+            dirty: false,
+            direct,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct GroupStats {
     bytes: u64,
     syncs: u64,
+    direct_writes: u64,
     sync_time: Duration,
 }
 
 /// The writer thread's body: runs until closing with nothing pending, or the first failure.
 pub(crate) fn run(shared: &Shared, mut active: Active) {
-    let mut batch: Vec<u8> = Vec::new();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut rolls: Vec<Roll> = Vec::new();
     let mut zeros: Option<ZeroChunk> = None;
     let delay = shared.settings.delay;
@@ -435,7 +482,7 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
                     return;
                 }
                 if !st.pending.is_empty() {
-                    if !delay.is_zero() && !st.closing && st.pending.len() < GROUP_WAIT_BYTES {
+                    if !delay.is_zero() && !st.closing && st.pending_bytes < GROUP_WAIT_BYTES {
                         let deadline = st.pending_since.unwrap_or_else(Instant::now) + delay;
                         let now = Instant::now();
                         if now < deadline {
@@ -454,13 +501,14 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
                 }
                 st = wait(&shared.work, st);
             }
-            std::mem::swap(&mut st.pending, &mut batch);
+            std::mem::swap(&mut st.pending, &mut frames);
+            st.pending_bytes = 0;
             std::mem::swap(&mut st.rolls, &mut rolls);
             st.pending_since = None;
             (st.durable_lsn + 1, st.next_lsn - 1)
         };
         shared.progress.notify_all(); // appenders blocked on a full buffer
-        let frames = batch.len() as u64;
+        let frame_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
         let mut start = GroupStart {
             info: active.info.clone(),
             offset: active.offset,
@@ -469,7 +517,7 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
         let result = write_group(
             shared,
             &mut active,
-            &mut batch,
+            &frames,
             &rolls,
             &mut zeros,
             &mut start,
@@ -485,19 +533,28 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
                 shared.durable.store(last_lsn, Ordering::Release);
                 let m = &mut st.metrics;
                 m.records_written += records;
-                m.record_bytes += frames;
-                m.payload_bytes += frames - records * RECORD_HEADER_LEN as u64;
+                m.record_bytes += frame_bytes;
+                m.payload_bytes += frame_bytes - records * RECORD_HEADER_LEN as u64;
                 m.bytes_written += g.bytes;
                 m.groups += 1;
                 m.max_group_records = m.max_group_records.max(records);
                 m.syncs += g.syncs;
+                m.direct_writes += g.direct_writes;
                 m.sync_time += g.sync_time;
             }
             Err(e) => st.failure = Some(Failure::new(&e)),
         }
+        while let Some(f) = frames.pop() {
+            if !st.free.is_empty() && st.free_bytes + f.capacity() > FREE_BYTES {
+                frames.push(f); // freed below, outside the lock, with the rest
+                break;
+            }
+            st.free_bytes += f.capacity();
+            st.free.push(f);
+        }
         drop(st);
         shared.progress.notify_all();
-        batch.clear();
+        frames.clear();
         rolls.clear();
         if delay.is_zero() {
             // The next record of a producer that waited for this group comes soon: see [`poll`].
@@ -624,7 +681,7 @@ fn undo_group(shared: &Shared, start: &GroupStart) {
 fn write_group(
     shared: &Shared,
     active: &mut Active,
-    batch: &mut Vec<u8>,
+    frames: &[Vec<u8>],
     rolls: &[Roll],
     zeros: &mut Option<ZeroChunk>,
     group: &mut GroupStart,
@@ -633,30 +690,73 @@ fn write_group(
     let mut start = 0;
     for roll in rolls {
         if roll.at > start {
-            write_piece(shared, active, &batch[start..roll.at], &mut g, group)?;
-            active.offset += (roll.at - start) as u64;
-            write_piece(shared, active, &END_MARKER, &mut g, group)?;
+            write_frames(shared, active, &frames[start..roll.at], &mut g, group)?;
         }
         sync(shared, active, &mut g)?;
         *active = next_segment(shared, roll, zeros, &mut g)?;
         start = roll.at;
     }
-    let len = batch.len() - start;
-    batch.extend_from_slice(&END_MARKER);
-    if active.info.preallocated {
-        // Zeros up to the next page boundary (the segment holds zeros or stale records
-        // there, which nothing reads past the end marker): a write that ends inside a page
-        // the page cache does not hold makes the kernel read that page from disk first,
-        // which more than doubled the cost of a ~240 KB commit after an `O_DIRECT` fill.
-        // The next group starts inside this last page, which the cache then holds.
-        let end = active.offset + (batch.len() - start) as u64;
-        let padded = end.next_multiple_of(PAGE_BYTES).min(active.info.capacity);
-        batch.resize(batch.len() + padded.saturating_sub(end) as usize, 0);
-    }
-    write_piece(shared, active, &batch[start..], &mut g, group)?;
-    active.offset += len as u64;
+    write_frames(shared, active, &frames[start..], &mut g, group)?;
     sync(shared, active, &mut g)?;
     Ok(g)
+}
+
+/// Zeros for the end-of-log marker and the padding after it.
+static MARKER_AND_PAD: [u8; RECORD_HEADER_LEN + PAGE_BYTES as usize] =
+    [0; RECORD_HEADER_LEN + PAGE_BYTES as usize];
+
+/// Writes `frames` at the active segment's position, then the end-of-log marker, and moves
+/// the position past the frames: durably in one direct write where the segment takes them
+/// (see [`DirectWrites`]), else through the page cache (the caller syncs).
+///
+/// In a preallocated segment the marker is followed by zeros up to the next page boundary
+/// (the segment holds zeros or stale records there, which nothing reads past the marker): a
+/// buffered write that ends inside a page the page cache does not hold makes the kernel read
+/// that page from disk first, which more than doubled the cost of a ~240 KB commit after an
+/// `O_DIRECT` fill; the next group starts inside this last page, which is then cached.
+fn write_frames(
+    shared: &Shared,
+    a: &mut Active,
+    frames: &[Vec<u8>],
+    g: &mut GroupStats,
+    group: &mut GroupStart,
+) -> Result<(), WalError> {
+    if let Some(d) = a.direct.as_mut() {
+        let t = Instant::now();
+        match d.write(&a.info.path, a.offset, frames, a.info.capacity)? {
+            Some(end) => {
+                if a.info.segment == group.info.segment {
+                    group.written_end = group.written_end.max(end);
+                }
+                g.bytes += end - a.offset;
+                g.syncs += 1;
+                g.direct_writes += 1;
+                g.sync_time += t.elapsed();
+                a.offset += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+                return Ok(());
+            }
+            None => a.direct = None,
+        }
+    }
+    for f in frames {
+        write_piece(shared, a, f, g, group)?;
+        a.offset += f.len() as u64;
+    }
+    let end = a.offset + RECORD_HEADER_LEN as u64;
+    let padded = if a.info.preallocated {
+        end.next_multiple_of(PAGE_BYTES)
+            .min(a.info.capacity)
+            .max(end)
+    } else {
+        end
+    };
+    write_piece(
+        shared,
+        a,
+        &MARKER_AND_PAD[..(padded - a.offset) as usize],
+        g,
+        group,
+    )
 }
 
 /// Creates (or activates a spare as) the segment `roll` starts, and adds it to the catalogue.
@@ -684,12 +784,13 @@ fn next_segment(
     st.segments.push(info.clone());
     st.metrics.segments_created += 1;
     drop(st);
-    Ok(Active {
+    Ok(Active::new(
         file,
         info,
-        offset: SEGMENT_HEADER_LEN,
-        dirty: false,
-    })
+        SEGMENT_HEADER_LEN,
+        &shared.settings,
+        &shared.disk,
+    ))
 }
 
 /// The preallocator thread's body: keeps one spare ready while none is, until told to stop.

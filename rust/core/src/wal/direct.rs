@@ -1,0 +1,120 @@
+//! `DirectWrites`: the writer's synchronous, page-aligned writes to a preallocated segment
+//! through an `O_DIRECT | O_DSYNC` handle.
+//!
+//! A group commit through the page cache is a `pwrite` (the kernel copies the bytes into
+//! cached pages, allocating the ones it does not hold) and then an `fdatasync` (it writes
+//! those pages back and flushes the device cache). With `O_DIRECT | O_DSYNC`, one `pwrite`
+//! goes from our buffer to the device and returns once the data is durable: measured on this
+//! machine's disk, a 240 KB commit took 175–190 µs p50 against 217–226 µs for `pwrite` +
+//! `fdatasync`, and the writer's CPU no longer copies into the page cache.
+//!
+//! `O_DIRECT` wants the buffer address, the file offset and the length aligned to the
+//! logical block size (4 KiB covers every common device). So each write starts at the page
+//! holding the write position: the bytes of the segment from that page's start up to the
+//! position (the *tail*, kept here from the previous write or read back when the segment was
+//! opened) are rewritten unchanged, then the frames, the 8-byte end-of-log marker and zeros
+//! up to the next page boundary (nothing reads past the marker). The frames are copied once
+//! into a reused aligned buffer.
+//!
+//! Used only where it is sound and simple: preallocated segments (the file never grows, so a
+//! write needs no metadata), syncs on, no fault-injection budget, and a page-aligned end
+//! within the segment's capacity. Anywhere else, or after the first `EINVAL` (a file system
+//! that refuses `O_DIRECT` alignment, e.g. tmpfs refuses the flag at open), the caller falls
+//! back to buffered writes and `fdatasync`. Reads (recovery) go through the page cache, which
+//! the kernel keeps coherent with direct writes.
+//!
+//! This type never decides what goes into the log; it only writes what the writer gives it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::error::WalError;
+use super::record::RECORD_HEADER_LEN;
+
+/// The alignment of direct writes (offset, length and buffer address).
+pub(crate) const DIRECT_PAGE: u64 = 4096;
+
+/// The direct handle of one preallocated segment and the bytes it needs to stay aligned.
+#[derive(Debug)]
+pub(crate) struct DirectWrites {
+    file: File,
+    /// The segment's bytes from the start of the page holding the write position up to it.
+    tail: Vec<u8>,
+    /// Storage of the aligned write buffer (over-allocated by one page; reused).
+    buf: Vec<u8>,
+}
+
+impl DirectWrites {
+    /// A direct handle for the segment at `path` whose next byte goes at `offset`, reading
+    /// the tail (the bytes before `offset` in its page) through `file`. `None` where the file
+    /// system refuses `O_DIRECT` or the read fails: the caller writes through the page cache.
+    pub(crate) fn open(path: &Path, file: &File, offset: u64) -> Option<DirectWrites> {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+            .ok()?;
+        let page_start = offset - offset % DIRECT_PAGE;
+        let mut tail = vec![0u8; (offset - page_start) as usize];
+        file.read_exact_at(&mut tail, page_start).ok()?;
+        Some(DirectWrites {
+            file: direct,
+            tail,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Writes `frames`, one after the other, at `offset` (the write position, `tail.len()` bytes into its page),
+    /// then the end-of-log marker and zeros up to the next page boundary, durably, and
+    /// returns the offset after those zeros. `None`: nothing was written (the boundary lies
+    /// beyond `capacity`, or the file system refused the alignment), and the caller must
+    /// write this and every later group of the segment through the page cache: the tail
+    /// kept here would be stale after a write it did not make.
+    pub(crate) fn write(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        frames: &[Vec<u8>],
+        capacity: u64,
+    ) -> Result<Option<u64>, WalError> {
+        let page_start = offset - self.tail.len() as u64;
+        debug_assert_eq!(page_start % DIRECT_PAGE, 0);
+        let len: usize = frames.iter().map(Vec::len).sum();
+        let data_end = offset + len as u64;
+        let end = (data_end + RECORD_HEADER_LEN as u64).next_multiple_of(DIRECT_PAGE);
+        if end > capacity {
+            return Ok(None);
+        }
+        let n = (end - page_start) as usize;
+        let align = DIRECT_PAGE as usize;
+        if self.buf.len() < n + align {
+            self.buf = vec![0u8; n + align];
+        }
+        let at = self.buf.as_ptr().align_offset(align);
+        if at >= align {
+            return Ok(None);
+        }
+        let out = &mut self.buf[at..at + n];
+        let mut filled = self.tail.len();
+        out[..filled].copy_from_slice(&self.tail);
+        for f in frames {
+            out[filled..filled + f.len()].copy_from_slice(f);
+            filled += f.len();
+        }
+        out[filled..].fill(0); // the end marker is 8 zero bytes
+        if let Err(e) = self.file.write_all_at(out, page_start) {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(None);
+            }
+            return Err(WalError::io(path, "write", e));
+        }
+        // The next write starts at `data_end`, inside the last page written.
+        let last_page = data_end - data_end % DIRECT_PAGE;
+        self.tail.clear();
+        self.tail.extend_from_slice(
+            &out[(last_page - page_start) as usize..(data_end - page_start) as usize],
+        );
+        Ok(Some(end))
+    }
+}
