@@ -1,16 +1,18 @@
 """A durable pipeline run as a child process by ``test_durability.py``.
 
 ``python durable_child.py STATE_DIR N_BATCHES CORES START [--pipeline windows|dedup]
-[--finish OUT.arrow]``: opens the engine on STATE_DIR with that pipeline (default: windows),
-recovers, checks that every push acknowledged before (``START - 1``, as the parent saw them)
-survived, and pushes batches START..N_BATCHES (batch k is a pure function of k, so a
-restarted run pushes the same data), printing ``pushed k`` after each push returns (i.e. once
-it is durable). With ``--finish`` it then flushes and writes the pipeline's ``all`` result to
+[--submit K] [--finish OUT.arrow]``: opens the engine on STATE_DIR with that pipeline
+(default: windows), recovers, checks that every push acknowledged before (``START - 1``, as
+the parent saw them) survived, and pushes batches START..N_BATCHES (batch k is a pure
+function of k, so a restarted run pushes the same data), printing ``pushed k`` once push k is
+acknowledged, i.e. durable: when ``push`` returned, or with ``--submit K`` (``Source.submit``,
+at most K pushes in flight) when its receipt's ``result()`` returned. With ``--finish`` it then flushes and writes the pipeline's ``all`` result to
 OUT.arrow. The parent kills it with SIGKILL at moments of its choosing.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 
@@ -87,10 +89,24 @@ def main() -> None:
     applied = resume_from(src, start)
     # The push in flight when the previous run died may or may not be in the log: it is
     # pushed again with its sequence number and applied at most once.
+    inflight = int(flags[flags.index("--submit") + 1]) if "--submit" in flags else 0
+    pending: collections.deque = collections.deque()
     for k in range(start, n):
-        applied_now = src.push(batch(k), seq=k)
-        assert applied_now or k <= applied, (k, applied)
-        print(f"pushed {k}", flush=True)
+        if inflight:
+            receipt = src.submit(batch(k), seq=k)
+            assert receipt.applied or k <= applied, (k, applied)
+            pending.append((k, receipt))
+            while len(pending) > inflight:
+                done, r = pending.popleft()
+                r.result()
+                print(f"pushed {done}", flush=True)
+        else:
+            applied_now = src.push(batch(k), seq=k)
+            assert applied_now or k <= applied, (k, applied)
+            print(f"pushed {k}", flush=True)
+    for done, r in pending:
+        r.result()
+        print(f"pushed {done}", flush=True)
     if finish:
         eng.flush()
         tables = {name: q.poll() for name, q in out.items()}

@@ -420,7 +420,7 @@ impl PyEngine {
 
     /// A PendingCommit covering everything logged so far.
     fn pending_all(&self, py: Python<'_>) -> PyResult<PyPendingCommit> {
-        let pending = self.call(py, |e| Ok(e.pending_all()))?;
+        let pending = self.call(py, |e| e.pending_all())?;
         Ok(self.pending_commit(pending))
     }
 

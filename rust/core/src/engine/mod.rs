@@ -815,7 +815,7 @@ impl Engine {
             if s <= last {
                 // Applied before; maybe by a push still waiting for its sync on another
                 // thread: the retry is acknowledged only once everything logged is durable.
-                return Ok((false, self.pending_all()));
+                return Ok((false, self.pending_all()?));
             }
         }
         if self.sources[sid as usize].ended {
@@ -853,11 +853,14 @@ impl Engine {
 
     /// Waits for everything logged so far (every source's pushes, table updates, flushes)
     /// to be durable, like [`PendingCommit::wait`]: `None` without a state directory.
-    pub fn pending_all(&self) -> Option<PendingCommit> {
-        self.durable.as_ref().map(|d| PendingCommit {
+    /// [`Error::Closed`] once the engine is closed or stopped by an error (after a failure
+    /// nothing more can become durable: say so rather than report nothing to wait for).
+    pub fn pending_all(&self) -> Result<Option<PendingCommit>> {
+        self.check_open()?;
+        Ok(self.durable.as_ref().map(|d| PendingCommit {
             handle: d.wal.commit_handle(),
             lsn: d.wal.last_lsn(),
-        })
+        }))
     }
 
     /// Ends a push made with [`push_seq_deferred`](Self::push_seq_deferred) once its

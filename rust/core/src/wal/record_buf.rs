@@ -2,11 +2,10 @@
 //!
 //! A large record (a pushed batch encoded as Arrow IPC) is written straight into a
 //! `RecordBuf`, whose first [`RECORD_HEADER_LEN`] bytes are kept free for the frame header.
-//! When the log's pending buffer is empty (the usual case with one producer: the writer took
-//! the previous group), appending swaps the buffer in instead of copying the payload, and
-//! hands back the pending buffer's old allocation for the next record. Three allocations then
-//! rotate between the appender, the pending queue and the writer, so steady state neither
-//! copies the payload again nor allocates.
+//! Appending queues the buffer itself as the record's frame (no copy of the payload) and
+//! hands back the allocation of a frame already written, from the log's pool, for the next
+//! record: a steady producer reuses the same few allocations, and neither copies the payload
+//! again nor allocates per record.
 //!
 //! Invariant: `bytes.len() >= RECORD_HEADER_LEN`, and the payload is `bytes[RECORD_HEADER_LEN..]`.
 //! This type never writes to the log itself.
@@ -59,6 +58,11 @@ impl RecordBuf {
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many payload bytes fit without allocating.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity().saturating_sub(RECORD_HEADER_LEN)
     }
 
     /// Reserves room for `additional` more payload bytes.
