@@ -6,16 +6,20 @@ run without one, then recovery after ``kill -9`` halfway.
     python benches/durable.py --events 2000000 --repeat 1 --cores 1,2
 
 Reported per core count: events/s with durability off and on (and their ratio; the target is
-at least 0.5), also on with ``fsync=False`` (every push written to the log before it returns,
-no ``fdatasync``: a killed process loses nothing, a power cut may lose the page cache), WAL bytes per event, WAL syncs per second, checkpoints taken and the last one's
-duration; then a child process pushes the first half with sequence numbers and is killed with
-SIGKILL once it has been acknowledged; recovery time (load checkpoint + replay the log tail),
-the batches the log tail held, and a check that finishing the run from the recovered state
-gives exactly the uninterrupted run's results. Also: events/s with durability on and the
-results published to an exactly-once Parquet sink instead of collected, and with 2 and 4
-producer threads pushing at once (their pushes share WAL syncs). Data is generated (seed 42) before the clock
-starts. Times are wall clock on this machine; the disk is the state_dir's (default: a fresh
-directory under the system temp dir).
+at least 0.5) for two producers: one that waits for each push to be durable before the next
+(``push``), and one that keeps up to 8 pushes in flight (``submit``, waiting for a push's
+receipt once 8 newer ones are submitted, then ``sync``; every push is still synced before it
+counts as acknowledged). Also on with ``fsync=False`` (every push written to the log before it
+returns, no sync: a killed process loses nothing, a power cut may lose the page cache), WAL
+bytes per event, WAL syncs per second, checkpoints taken and the last one's duration; then a
+child process pushes the first half with sequence numbers and is killed with SIGKILL once it
+has been acknowledged; recovery time (load checkpoint + replay the log tail), the batches the
+log tail held, and a check that finishing the run from the recovered state gives exactly the
+uninterrupted run's results. Also: events/s with durability on and the results published to
+an exactly-once Parquet sink instead of collected, and with 2 and 4 producer threads pushing
+at once (their pushes share WAL syncs). Data is generated (seed 42) before the clock starts.
+Times are wall clock on this machine; the disk is the state_dir's (default: a fresh directory
+under the system temp dir).
 """
 
 from __future__ import annotations

@@ -381,7 +381,11 @@ fn preallocated_segments_reserve_their_blocks() {
     for f in segment_files(d.path()) {
         let m = fs::metadata(&f).unwrap();
         assert_eq!(m.len(), segment_bytes, "{f:?}");
-        assert!(m.blocks() * 512 >= segment_bytes, "{f:?}: {} blocks", m.blocks());
+        assert!(
+            m.blocks() * 512 >= segment_bytes,
+            "{f:?}: {} blocks",
+            m.blocks()
+        );
     }
     wal.close().unwrap();
 }
@@ -1135,7 +1139,10 @@ fn disk_full_fails_the_commit_poisons_and_reopen_recovers_the_durable_prefix() {
         assert!(acked.len() >= 5);
         // The non-blocking check says the same as the commits.
         let h = wal.commit_handle();
-        assert!(matches!(h.try_commit(failed_lsn), Some(Err(WalError::DiskFull { .. }))));
+        assert!(matches!(
+            h.try_commit(failed_lsn),
+            Some(Err(WalError::DiskFull { .. }))
+        ));
         assert!(matches!(h.try_commit(1), Some(Ok(()))));
         assert!(matches!(
             h.try_commit(failed_lsn + 1),

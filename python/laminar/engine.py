@@ -78,7 +78,10 @@ class Engine:
     were. Define every source, query and table before pushing. A directory is used by one
     engine at a time (a lock file). With durability, ``backpressure`` must be ``"block"`` (a
     dropped batch would be in the log). Producers that may retry after a crash pass ``seq``
-    to :meth:`Source.push` and read :meth:`Source.position` to know where to resume.
+    to :meth:`Source.push` and read :meth:`Source.position` to know where to resume. A
+    producer that does not need each push durable before the next uses :meth:`Source.submit`
+    (several pushes in flight share one sync, and the disk's wait overlaps the next push:
+    where a sync costs more than processing a batch, about twice as fast) and :meth:`sync`.
 
     ``recovery``: what to do with a damaged write-ahead log at startup. ``"point_in_time"``
     (default) cuts the log at the first invalid record (a torn tail after a crash: records

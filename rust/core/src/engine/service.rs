@@ -90,7 +90,17 @@ fn map_error(e: Error, query: bool) -> ServiceError {
 
 impl Service for EngineService {
     fn push(&self, source: &str, batches: Vec<RecordBatch>) -> Result<(), ServiceError> {
-        self.with(|e| e.push(source, &batches), false)
+        // Applied and logged under the engine lock; the wait for the sync happens outside it,
+        // so the engine's other users (Python threads) are not held up by this disk wait and
+        // their pushes share the sync.
+        let (_, pending) = self.with(|e| e.push_seq_deferred(source, &batches, None), false)?;
+        if let Some(p) = pending {
+            let waited = p.wait();
+            if waited.is_err() {
+                self.with(|e| e.finish_commit(waited), false)?;
+            }
+        }
+        Ok(())
     }
 
     fn subscribe(&self, query: &str) -> Result<Option<SchemaRef>, ServiceError> {

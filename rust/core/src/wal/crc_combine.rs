@@ -96,7 +96,9 @@ mod tests {
 
     #[test]
     fn joins_like_appending() {
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for split in [0, 1, 7, 12, 4096, 65_535, 262_144, 299_999, 300_000] {
             let (a, b) = data.split_at(split);
             assert_eq!(

@@ -4,9 +4,11 @@
 //! A group commit through the page cache is a `pwrite` (the kernel copies the bytes into
 //! cached pages, allocating the ones it does not hold) and then an `fdatasync` (it writes
 //! those pages back and flushes the device cache). With `O_DIRECT | O_DSYNC`, one `pwrite`
-//! goes from our buffer to the device and returns once the data is durable: measured on this
-//! machine's disk, a 240 KB commit took 175–190 µs p50 against 217–226 µs for `pwrite` +
-//! `fdatasync`, and the writer's CPU no longer copies into the page cache.
+//! goes from our buffer to the device and returns once the data is durable. Measured on this
+//! machine's disk (BENCHMARKS.md, "Durable ingest"): 1,000 commits of 240 KB into a fresh
+//! segment took 180-220 ms this way against 440-730 ms through the page cache, whose pages
+//! for a new segment must first be allocated and zeroed (this VM hands freed memory back to
+//! its host, so fresh pages are slow); 4 commits per write, 110 ms against 230-310 ms.
 //!
 //! `O_DIRECT` wants the buffer address, the file offset and the length aligned to the
 //! logical block size (4 KiB covers every common device). So each write starts at the page
@@ -16,8 +18,8 @@
 //! up to the next page boundary (nothing reads past the marker). The frames are copied once
 //! into a reused aligned buffer.
 //!
-//! Used only where it is sound and simple: preallocated segments (the file never grows, so a
-//! write needs no metadata), syncs on, no fault-injection budget, and a page-aligned end
+//! Used only where it is sound and simple: preallocated segments (the file never grows; where
+//! its blocks are only reserved, `O_DSYNC` also makes the extent conversion durable), syncs on, no fault-injection budget, and a page-aligned end
 //! within the segment's capacity. Anywhere else, or after the first `EINVAL` (a file system
 //! that refuses `O_DIRECT` alignment, e.g. tmpfs refuses the flag at open), the caller falls
 //! back to buffered writes and `fdatasync`. Reads (recovery) go through the page cache, which

@@ -245,7 +245,11 @@ fn reserve_blocks(file: &File, path: &Path, len: u64) -> Result<bool, WalError> 
     match r {
         0 => Ok(true),
         libc::EOPNOTSUPP | libc::EINVAL => Ok(false),
-        e => Err(WalError::io(path, "reserve blocks", io::Error::from_raw_os_error(e))),
+        e => Err(WalError::io(
+            path,
+            "reserve blocks",
+            io::Error::from_raw_os_error(e),
+        )),
     }
 }
 

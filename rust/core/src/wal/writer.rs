@@ -6,18 +6,21 @@
 //! 1. [`Shared::append`] computes the payload's crc32c *outside* the lock, then under the
 //!    lock: assigns the next LSN, places the record (the segment and offset it will have;
 //!    rolling to a new segment when it would not fit, leaving room for an end-of-log marker),
-//!    finishes the checksum with the segment number (`crc32c_combine`), and copies the frame
-//!    into the pending buffer ([`Shared::append_buf`]: when the pending buffer is empty, the
-//!    caller's [`RecordBuf`] *becomes* it, no copy). A roll is noted as a [`Roll`] at the
-//!    buffer offset where the new segment starts.
+//!    finishes the checksum with the segment number (`crc_combine`), and queues the frame as
+//!    a buffer of its own: a copy into a spare allocation, or ([`Shared::append_buf`]) the
+//!    caller's [`RecordBuf`] itself, with no copy. Either way the appender gets a spare
+//!    allocation back from the pool of written frames ([`State::free`]), so a steady
+//!    producer neither allocates nor faults in fresh memory per record. A roll is noted as a
+//!    [`Roll`] at the index of the first frame of the new segment.
 //! 2. The writer thread wakes (or, having just finished a group, sees the record while it
 //!    polls briefly before sleeping: see [`poll`]), optionally waits up to
-//!    `group_commit_delay` for more, swaps the pending buffer with its own (both keep their
-//!    capacity: no allocation in steady state) and writes it: `pwrite` of the frames plus an
-//!    8-byte end-of-log marker, switching segments at each roll (the old segment is synced
-//!    before the new one is activated; the last write is padded with zeros to a page
-//!    boundary in a preallocated segment), then one `fdatasync`. Everything that queued while
-//!    a group was being written and synced forms the next group.
+//!    `group_commit_delay` for more, takes the queued frames and writes them plus an 8-byte
+//!    end-of-log marker, switching segments at each roll (the old segment is synced before
+//!    the new one is activated): in a preallocated segment with syncs on, as one
+//!    synchronous direct write padded to a page boundary ([`DirectWrites`]), otherwise with
+//!    `pwrite`s (padded to a page boundary in a preallocated segment) and one `fdatasync`.
+//!    Everything that queued while a group was being written forms the next group; the
+//!    written frames' allocations go back to the pool.
 //! 3. The writer publishes `durable_lsn` and wakes every committer ([`Shared::commit`]); all
 //!    those whose LSN it covers return, having shared that one sync (a committer polls the
 //!    mirrored `durable` for a moment before it sleeps).
@@ -514,14 +517,7 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
             offset: active.offset,
             written_end: active.offset,
         };
-        let result = write_group(
-            shared,
-            &mut active,
-            &frames,
-            &rolls,
-            &mut zeros,
-            &mut start,
-        );
+        let result = write_group(shared, &mut active, &frames, &rolls, &mut zeros, &mut start);
         if result.is_err() {
             undo_group(shared, &start);
         }
