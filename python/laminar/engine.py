@@ -563,7 +563,7 @@ class PushReceipt:
         return self.applied
 
     def __repr__(self) -> str:
-        state = "durable" if self.done() else "pending"
+        state = "done" if self.done() else "pending"
         return f"<laminar.PushReceipt applied={self.applied} {state}>"
 
 
