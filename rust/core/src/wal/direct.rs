@@ -5,10 +5,11 @@
 //! cached pages, allocating the ones it does not hold) and then an `fdatasync` (it writes
 //! those pages back and flushes the device cache). With `O_DIRECT | O_DSYNC`, one `pwrite`
 //! goes from our buffer to the device and returns once the data is durable. Measured on this
-//! machine's disk (BENCHMARKS.md, "Durable ingest"): 1,000 commits of 240 KB into a fresh
-//! segment took 180-220 ms this way against 440-730 ms through the page cache, whose pages
-//! for a new segment must first be allocated and zeroed (this VM hands freed memory back to
-//! its host, so fresh pages are slow); 4 commits per write, 110 ms against 230-310 ms.
+//! machine's disk (`benches/disk_probe.py`, BENCHMARKS.md "Durable ingest"): 1,000 commits of
+//! 240 KB into a fresh zero-filled file took 207-221 ms this way against 402-707 ms through
+//! the page cache, whose pages for a new segment must first be allocated and zeroed (this VM
+//! hands freed memory back to its host, so fresh pages are slow); at 4 commits per write,
+//! 116-121 ms against 416-671 ms.
 //!
 //! `O_DIRECT` wants the buffer address, the file offset and the length aligned to the
 //! logical block size (4 KiB covers every common device). So each write starts at the page

@@ -144,9 +144,10 @@ impl Disk {
     ///
     /// Where the file system can, its blocks are only reserved (`fallocate`): such a segment
     /// is written with synchronous direct writes (see `wal::direct`), and on this machine's
-    /// disk (1,000 commits of 240 KB, BENCHMARKS.md "Durable ingest") a reserved segment took
-    /// 156 ms at 4 commits per write against 114 ms for a zero-filled one *plus* 140-150 ms
-    /// of disk time to fill it, which the log pays beside its own writes while it runs.
+    /// disk (`benches/disk_probe.py`: 1,000 commits of 240 KB) a reserved 256 MiB file took
+    /// 176-182 ms at 4 commits per write against 116-121 ms for a zero-filled one *plus*
+    /// 130-142 ms of disk time to fill it, which the log pays beside its own writes while it
+    /// runs (one commit per write: 359-368 ms against 207-221 + 115-133 ms, about even).
     /// Under the fault-injection budget, or where `fallocate` is refused, it is zero-filled.
     ///
     /// The fill's chunks go through a second, `O_DIRECT` handle where the file system takes one:
