@@ -147,3 +147,21 @@ def test_submit_checks_its_arguments():
     with pytest.raises(errors.SchemaMismatchError, match="column .key. .* is missing"):
         src.submit(pa.table({"ts": [1], "other": ["x"]}))
     eng.close()
+
+
+def test_a_kept_receipt_does_not_keep_a_dropped_engine_alive(tmp_path):
+    """A receipt refers to its engine weakly: an engine dropped without ``close()`` is freed
+    (its state_dir lock released) while the caller still holds receipts, which still answer."""
+    import gc
+
+    eng, src, out = build(tmp_path)
+    receipts = [src.submit(batch(k), seq=k) for k in range(3)]
+    del eng, src, out
+    gc.collect()
+    # The directory is free again: the old engine is gone, its log closed (and synced).
+    eng, src, _ = build(tmp_path)
+    assert [r.result() for r in receipts] == [True] * 3
+    assert all(r.done() for r in receipts)
+    eng.recover()
+    assert src.position()["last_seq"] == 2
+    eng.close()

@@ -342,7 +342,9 @@ class Engine:
         """Waits until everything pushed so far, by any thread to any source (and every table
         update and flush), is durable in the write-ahead log: what :meth:`Source.submit`
         leaves to the caller. Returns at once without a ``state_dir``. Raises
-        :class:`~laminar.errors.DurabilityError` when the log cannot make it durable."""
+        :class:`~laminar.errors.DurabilityError` when the log cannot make it durable, and
+        :class:`~laminar.errors.EngineClosedError` (naming that error) once the engine has
+        stopped on one."""
         self._check_open()
         self._native.pending_all().wait()
 

@@ -9,7 +9,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -147,18 +147,22 @@ fn call_engine<T: Send>(
 }
 
 /// Waits (GIL released, engine not locked) until `pending`'s log record is durable. A failed
-/// wait stops the engine (see `Engine::finish_commit`) and raises its error.
+/// wait stops the engine, if it still exists (see `Engine::finish_commit`), and raises its
+/// error.
 fn wait_commit(
     py: Python<'_>,
-    inner: &Mutex<Engine>,
+    engine: Option<&Mutex<Engine>>,
     broken: &AtomicBool,
     pending: &PendingCommit,
 ) -> PyResult<()> {
-    let waited = py.detach(|| pending.wait());
-    if waited.is_err() {
-        call_engine(py, inner, broken, move |e| e.finish_commit(waited))?;
+    match (py.detach(|| pending.wait()), engine) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), Some(inner)) => {
+            call_engine(py, inner, broken, move |eng| eng.finish_commit(Err(e)))
+        }
+        // The engine was dropped: nothing is left to stop; the error is the answer.
+        (Err(e), None) => Err(to_pyerr(py, e)),
     }
-    Ok(())
 }
 
 /// Reads pushed Arrow data into batches (an empty input gives one empty batch: it still
@@ -184,7 +188,9 @@ fn read_batches(py: Python<'_>, data: AnyRecordBatch) -> PyResult<Vec<RecordBatc
 struct PyPendingCommit {
     /// None: nothing to wait for (no state directory).
     pending: Option<PendingCommit>,
-    inner: Arc<Mutex<Engine>>,
+    /// Weak: a receipt kept by the caller must not keep a dropped engine (its threads, its
+    /// state directory's lock) alive; waiting needs only the log's handle.
+    engine: Weak<Mutex<Engine>>,
     broken: Arc<AtomicBool>,
 }
 
@@ -194,7 +200,7 @@ impl PyPendingCommit {
     /// (the engine is then stopped) if it cannot become durable.
     fn wait(&self, py: Python<'_>) -> PyResult<()> {
         match &self.pending {
-            Some(p) => wait_commit(py, &self.inner, &self.broken, p),
+            Some(p) => wait_commit(py, self.engine.upgrade().as_deref(), &self.broken, p),
             None => Ok(()),
         }
     }
@@ -210,7 +216,7 @@ impl PyEngine {
     fn pending_commit(&self, pending: Option<PendingCommit>) -> PyPendingCommit {
         PyPendingCommit {
             pending,
-            inner: Arc::clone(&self.inner),
+            engine: Arc::downgrade(&self.inner),
             broken: Arc::clone(&self.broken),
         }
     }
@@ -397,7 +403,7 @@ impl PyEngine {
         let (applied, pending) =
             self.call(py, move |e| e.push_seq_deferred(&source, &batches, seq))?;
         if let Some(p) = pending {
-            wait_commit(py, &self.inner, &self.broken, &p)?;
+            wait_commit(py, Some(&self.inner), &self.broken, &p)?;
         }
         Ok(applied)
     }

@@ -145,12 +145,18 @@ pub(super) fn encode_push(
         start = end;
     }
     out.clear();
-    // What the batches' rows occupy: a slice of a larger batch reports its parent's whole
-    // buffers as `get_array_memory_size`, which reserved hundreds of MB per record here.
+    // A capacity hint only (the buffer grows as needed, and a recycled one keeps its size):
+    // what fixed-width columns' rows occupy. Not `get_array_memory_size`, which for a slice
+    // of a larger batch reports the parent's whole buffers (it reserved hundreds of MB per
+    // record), nor `get_slice_memory_size`, which indexes the offsets that a raw empty
+    // variable-width `ArrayData` may lack (valid Arrow, e.g. from a legacy IPC stream).
     let data: usize = batches
         .iter()
         .flat_map(|b| b.columns())
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) + 3 * 64)
+        .map(|c| {
+            let width = c.data_type().primitive_width().unwrap_or(0);
+            c.len() * width + c.len().div_ceil(8) + 3 * 64
+        })
         .sum();
     out.reserve(64 + source.len() + runs.len() * (8 + 1024) + data);
     out.extend_from_slice(&[TAG_PUSH]);
@@ -277,6 +283,42 @@ mod tests {
     fn batch(n: i64) -> RecordBatch {
         RecordBatch::try_from_iter([("ts", Arc::new(Int64Array::from_iter_values(0..n)) as _)])
             .unwrap()
+    }
+
+    /// The capacity hint does not count a slice's parent buffers (a few rows of a large batch
+    /// reserved its whole size), and an empty string array built without offsets (valid
+    /// Arrow, as legacy IPC streams carry) encodes and reads back.
+    #[test]
+    fn the_capacity_hint_fits_slices_and_empty_string_arrays() {
+        let big = batch(1_000_000);
+        let mut rec = RecordBuf::new();
+        encode_push(&mut rec, "trades", None, 0, &[big.slice(10, 100)]).unwrap();
+        assert!(
+            rec.capacity() < 64 << 10,
+            "{} bytes reserved",
+            rec.capacity()
+        );
+        let Logged::Push(p) = decode_logged(rec.payload()).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(p.batches().unwrap(), vec![big.slice(10, 100)]);
+
+        let empty = arrow_data::ArrayData::builder(arrow_schema::DataType::Utf8)
+            .len(0)
+            .add_buffer(arrow_buffer::Buffer::from_vec(Vec::<i32>::new())) // no offsets
+            .add_buffer(arrow_buffer::Buffer::from_vec(Vec::<u8>::new()))
+            .build()
+            .unwrap();
+        let empty = RecordBatch::try_from_iter([(
+            "s",
+            Arc::new(StringArray::from(empty)) as arrow_array::ArrayRef,
+        )])
+        .unwrap();
+        encode_push(&mut rec, "trades", None, 0, &[empty]).unwrap();
+        let Logged::Push(p) = decode_logged(rec.payload()).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(p.batches().unwrap()[0].num_rows(), 0);
     }
 
     #[test]

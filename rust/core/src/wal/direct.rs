@@ -68,6 +68,12 @@ impl DirectWrites {
         })
     }
 
+    /// Where a write of `len` frame bytes at `offset` ends: after the end-of-log marker,
+    /// rounded up to the next page boundary.
+    pub(crate) fn end_of(offset: u64, len: u64) -> u64 {
+        (offset + len + RECORD_HEADER_LEN as u64).next_multiple_of(DIRECT_PAGE)
+    }
+
     /// Writes `frames`, one after the other, at `offset` (the write position, `tail.len()` bytes into its page),
     /// then the end-of-log marker and zeros up to the next page boundary, durably, and
     /// returns the offset after those zeros. `None`: nothing was written (the boundary lies
@@ -85,7 +91,7 @@ impl DirectWrites {
         debug_assert_eq!(page_start % DIRECT_PAGE, 0);
         let len: usize = frames.iter().map(Vec::len).sum();
         let data_end = offset + len as u64;
-        let end = (data_end + RECORD_HEADER_LEN as u64).next_multiple_of(DIRECT_PAGE);
+        let end = Self::end_of(offset, len as u64);
         if end > capacity {
             return Ok(None);
         }

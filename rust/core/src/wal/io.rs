@@ -240,17 +240,21 @@ fn reserve_blocks(file: &File, path: &Path, len: u64) -> Result<bool, WalError> 
     let Ok(len) = libc::off_t::try_from(len) else {
         return Ok(false);
     };
-    // SAFETY: `posix_fallocate` takes no pointers; the descriptor is open for as long as
-    // `file` is borrowed, and the call only changes that file's size and block allocation.
-    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    match r {
-        0 => Ok(true),
-        libc::EOPNOTSUPP | libc::EINVAL => Ok(false),
-        e => Err(WalError::io(
-            path,
-            "reserve blocks",
-            io::Error::from_raw_os_error(e),
-        )),
+    loop {
+        // SAFETY: `posix_fallocate` takes no pointers; the descriptor is open for as long as
+        // `file` is borrowed, and the call only changes that file's size and block allocation.
+        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        return match r {
+            0 => Ok(true),
+            // A signal arrived (tmpfs stops for any pending one): try again.
+            libc::EINTR => continue,
+            libc::EOPNOTSUPP | libc::EINVAL => Ok(false),
+            e => Err(WalError::io(
+                path,
+                "reserve blocks",
+                io::Error::from_raw_os_error(e),
+            )),
+        };
     }
 }
 

@@ -93,6 +93,16 @@ impl Wal {
         let mut next_segment = rec.max_segment + 1;
         let mut metrics = WalMetrics::default();
         let mut segments = rec.segments;
+        if config.sync {
+            // What recovery found may still be only in the page cache (a previous process
+            // killed before its sync, or one that ran with syncs off). New records are
+            // acknowledged after it, and direct writes sync only what they write: make it
+            // durable first, or a power cut could end the log before them.
+            for s in &segments {
+                let f = segment::open_rw(&s.path)?;
+                disk.sync_data(&f, &s.path)?;
+            }
+        }
         let active = match segments.last() {
             Some(last) => Active::new(
                 segment::open_rw(&last.path)?,

@@ -719,11 +719,16 @@ fn write_frames(
 ) -> Result<(), WalError> {
     if let Some(d) = a.direct.as_mut() {
         let t = Instant::now();
+        let len: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        if a.info.segment == group.info.segment {
+            // Before the write, as for buffered writes: a write that fails may still have
+            // put some of its pages on disk, and undoing the group must cover them.
+            group.written_end = group
+                .written_end
+                .max(DirectWrites::end_of(a.offset, len).min(a.info.capacity));
+        }
         match d.write(&a.info.path, a.offset, frames, a.info.capacity)? {
             Some(end) => {
-                if a.info.segment == group.info.segment {
-                    group.written_end = group.written_end.max(end);
-                }
                 g.bytes += end - a.offset;
                 g.syncs += 1;
                 g.direct_writes += 1;
