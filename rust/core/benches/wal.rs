@@ -7,8 +7,8 @@
 //! that preallocated runs recycle segments. Reported: commits/s, fsyncs/s, MB/s of records
 //! (framing included), p50/p99 latency of append+commit, records per group, WAL bytes per
 //! record. With syncs on, a group goes to a preallocated segment as one synchronous direct
-//! write (`O_DIRECT | O_DSYNC`) where the file system allows, and to a growing file as `pwrite`
-//! + `fdatasync`. Rows with `sync = false` show the cost of durability, and a first row without
+//! write (`O_DIRECT | O_DSYNC`) where the file system allows, and to a growing file as a
+//! `pwrite` and an `fdatasync`. Rows with `sync = false` show the cost of durability, and a first row without
 //! the WAL (one thread, `pwrite` + `fdatasync` into a preallocated file) the floor the disk
 //! sets, measured in the same run.
 //!
