@@ -200,6 +200,19 @@ fn stream_batch(rows: usize, start_ts: i64, keys: i64) -> RecordBatch {
 }
 
 /// A reactor running one query, `plan` (JSON), over source `s` of [`stream_batch`]'s schema.
+/// The allocations of one 10,000-row batch (`a_big`) against 100-row batches before and after
+/// it: no more than two more (so nothing allocates per row), and few in all.
+fn assert_allocates_per_batch_not_per_row(what: &str, a_small: u64, a_big: u64, a_small2: u64) {
+    assert!(
+        a_big <= a_small.max(a_small2) + 2,
+        "{what}: a 10,000-row batch made {a_big} allocations, a 100-row one {a_small}/{a_small2}: something allocates per row"
+    );
+    eprintln!(
+        "{what} allocations per batch: 100 rows {a_small}, 10,000 rows {a_big}, 100 rows {a_small2}"
+    );
+    assert!(a_big < 50, "{what}: {a_big} allocations for one batch");
+}
+
 fn reactor_with(plan: &str) -> Reactor {
     let plan = QueryPlan::from_json(plan).unwrap();
     let schemas = HashMap::from([(
@@ -266,14 +279,7 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_tumbling_window() {
     let a_small = per_batch(small, 1_000);
     let a_big = per_batch(big, 1_001);
     let a_small2 = per_batch(stream_batch(100, 1_002, keys), 1_002);
-    assert!(
-        a_big <= a_small.max(a_small2) + 2,
-        "a 10,000-row batch made {a_big} allocations, a 100-row one {a_small}/{a_small2}: something allocates per row"
-    );
-    eprintln!(
-        "allocations per batch: 100 rows {a_small}, 10,000 rows {a_big}, 100 rows {a_small2}"
-    );
-    assert!(a_big < 50, "{a_big} allocations for one batch");
+    assert_allocates_per_batch_not_per_row("window", a_small, a_big, a_small2);
     assert_eq!(
         reactor.take_output(0).len(),
         0,
@@ -317,14 +323,7 @@ fn the_reactor_does_not_allocate_per_event_in_a_steady_dedup() {
     let a_small = per_batch(stream_batch(100, 1_000, 50));
     let a_big = per_batch(stream_batch(10_000, 1_100, keys));
     let a_small2 = per_batch(stream_batch(100, 1_200, 50));
-    assert!(
-        a_big <= a_small.max(a_small2) + 2,
-        "a 10,000-row batch made {a_big} allocations, a 100-row one {a_small}/{a_small2}: something allocates per row"
-    );
-    eprintln!(
-        "dedup allocations per batch: 100 rows {a_small}, 10,000 rows {a_big}, 100 rows {a_small2}"
-    );
-    assert!(a_big < 50, "{a_big} allocations for one batch");
+    assert_allocates_per_batch_not_per_row("dedup", a_small, a_big, a_small2);
     let kept: usize = reactor
         .take_output(0)
         .iter()

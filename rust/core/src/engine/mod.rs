@@ -267,6 +267,14 @@ pub struct PendingCommit {
 }
 
 impl PendingCommit {
+    /// Waits on `lsn` of `durable`'s log.
+    fn new(durable: &Durable, lsn: crate::wal::Lsn) -> Self {
+        PendingCommit {
+            handle: durable.wal.commit_handle(),
+            lsn,
+        }
+    }
+
     /// Blocks until the push's record is durable (group commit: pushes waiting at once share
     /// one sync).
     pub fn wait(&self) -> Result<()> {
@@ -842,10 +850,7 @@ impl Engine {
         let applied = self.apply_push(sid, bound, fresh, prepared, seq);
         self.end_input(lsn, false, applied)?;
         let pending = match (lsn, &self.durable) {
-            (Some(lsn), Some(d)) => Some(PendingCommit {
-                handle: d.wal.commit_handle(),
-                lsn,
-            }),
+            (Some(lsn), Some(d)) => Some(PendingCommit::new(d, lsn)),
             _ => None,
         };
         Ok((true, pending))
@@ -857,10 +862,10 @@ impl Engine {
     /// nothing more can become durable: say so rather than report nothing to wait for).
     pub fn pending_all(&self) -> Result<Option<PendingCommit>> {
         self.check_open()?;
-        Ok(self.durable.as_ref().map(|d| PendingCommit {
-            handle: d.wal.commit_handle(),
-            lsn: d.wal.last_lsn(),
-        }))
+        Ok(self
+            .durable
+            .as_ref()
+            .map(|d| PendingCommit::new(d, d.wal.last_lsn())))
     }
 
     /// Ends a push made with [`push_seq_deferred`](Self::push_seq_deferred) once its

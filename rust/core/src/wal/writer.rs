@@ -478,7 +478,7 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
     let mut zeros: Option<ZeroChunk> = None;
     let delay = shared.settings.delay;
     loop {
-        let (first_lsn, last_lsn) = {
+        let (first_lsn, last_lsn, frame_bytes) = {
             let mut st = lock(&shared.state);
             loop {
                 if st.failure.is_some() {
@@ -505,13 +505,12 @@ pub(crate) fn run(shared: &Shared, mut active: Active) {
                 st = wait(&shared.work, st);
             }
             std::mem::swap(&mut st.pending, &mut frames);
-            st.pending_bytes = 0;
+            let frame_bytes = std::mem::take(&mut st.pending_bytes) as u64;
             std::mem::swap(&mut st.rolls, &mut rolls);
             st.pending_since = None;
-            (st.durable_lsn + 1, st.next_lsn - 1)
+            (st.durable_lsn + 1, st.next_lsn - 1, frame_bytes)
         };
         shared.progress.notify_all(); // appenders blocked on a full buffer
-        let frame_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
         let mut start = GroupStart {
             info: active.info.clone(),
             offset: active.offset,
@@ -733,7 +732,7 @@ fn write_frames(
                 g.syncs += 1;
                 g.direct_writes += 1;
                 g.sync_time += t.elapsed();
-                a.offset += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+                a.offset += len;
                 return Ok(());
             }
             None => a.direct = None,
